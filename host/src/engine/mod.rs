@@ -1,0 +1,188 @@
+//! The reconcile engine: informers feed indexes and the work queue; workers sync one key at a
+//! time through the policy and apply its plan.
+//!
+//! Data flows one way: watch → cache/index ([`handlers`]) → queue → snapshot → guest → plan →
+//! guard rails → apply ([`claims`], [`scale`]) → status ([`status`]); [`sync`] strings it together.
+
+mod claims;
+pub mod handlers;
+mod scale;
+pub mod status;
+pub mod sync;
+
+use std::{sync::Arc, time::Instant};
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::{Api, Client, runtime::watcher};
+use tokio::sync::watch;
+
+pub use status::{KubeReplicaSetControl, ReplicaSetControl};
+pub use sync::{SyncError, SyncReport};
+
+use crate::{
+    consistency::ConsistencyStore,
+    expectations::ControllerExpectations,
+    informers::{
+        Informer,
+        cached::{CachedPod, trim_replica_set},
+        index::{PodIndex, ReplicaSetIndex},
+    },
+    pod_control::PodControl,
+    policy::ActivePolicy,
+    queue::WorkQueue,
+};
+
+/// Upstream's `BurstReplicas`: at most this many creations or deletions per sync.
+pub const BURST_REPLICAS: u32 = 500;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Watch one namespace instead of all.
+    pub namespace: Option<String>,
+    /// The burst cap handed to the policy.
+    pub burst_replicas: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { namespace: None, burst_replicas: BURST_REPLICAS }
+    }
+}
+
+/// State the informer handlers and the workers share.
+pub struct Shared {
+    /// ReplicaSets by namespace and by controller.
+    pub replica_sets: ReplicaSetIndex,
+    /// Pods by controller and orphans by namespace.
+    pub pods: PodIndex,
+    /// The ReplicaSet keys to sync.
+    pub queue: WorkQueue,
+    /// Creations and deletions each key still awaits.
+    pub expectations: ControllerExpectations,
+    /// Our own writes the informers have yet to see.
+    pub consistency: ConsistencyStore,
+    /// The policy module and its sandbox.
+    pub policy: Arc<ActivePolicy>,
+    /// The burst cap.
+    pub burst_replicas: u32,
+}
+
+/// The running engine: informers, indexes, queue, and what the workers need to sync.
+pub struct Engine<P: PodControl, R: ReplicaSetControl> {
+    /// State shared with the informer handlers.
+    pub shared: Arc<Shared>,
+    pod_control: P,
+    rs_control: R,
+    rs_informer: Informer<ReplicaSet>,
+    pod_informer: Informer<CachedPod>,
+}
+
+impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
+    /// Starts the ReplicaSet and Pod informers on `client`; they run until `stop` turns true.
+    /// `consistency` is the store `pod_control` records its writes in.
+    /// Workers are started separately ([`Engine::run_workers`]), so a standby replica can keep
+    /// its caches warm without syncing.
+    pub fn start(
+        client: Client,
+        config: &EngineConfig,
+        policy: Arc<ActivePolicy>,
+        consistency: ConsistencyStore,
+        pod_control: P,
+        rs_control: R,
+        stop: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        let shared = Arc::new(Shared {
+            replica_sets: ReplicaSetIndex::default(),
+            pods: PodIndex::default(),
+            queue: WorkQueue::new(),
+            expectations: ControllerExpectations::new(),
+            consistency,
+            policy,
+            burst_replicas: config.burst_replicas,
+        });
+        let (rs_api, pod_api): (Api<ReplicaSet>, Api<CachedPod>) = match &config.namespace {
+            Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
+            None => (Api::all(client.clone()), Api::all(client)),
+        };
+        // ListWatch with paginated lists, as client-go's reflector does by default.
+        let watch_config = watcher::Config::default();
+        let rs_informer = Informer::spawn(
+            rs_api,
+            watch_config.clone(),
+            trim_replica_set,
+            Arc::new(handlers::ReplicaSetEvents(shared.clone())),
+            stopped(stop.clone()),
+        );
+        let pod_informer = Informer::spawn(
+            pod_api,
+            watch_config,
+            |_| {},
+            Arc::new(handlers::PodEvents(shared.clone())),
+            stopped(stop),
+        );
+        Arc::new(Self { shared, pod_control, rs_control, rs_informer, pod_informer })
+    }
+
+    /// Resolves once both caches hold their first full list (`WaitForCacheSync`).
+    pub async fn wait_synced(&self) {
+        self.rs_informer.wait_synced().await;
+        self.pod_informer.wait_synced().await;
+    }
+
+    /// Whether both caches are synced.
+    pub fn has_synced(&self) -> bool {
+        self.rs_informer.has_synced() && self.pod_informer.has_synced()
+    }
+
+    /// Runs `workers` workers until `stop` becomes true: each takes a key, syncs it, and either
+    /// forgets its failures or re-queues it with backoff. When stopped, workers take no new key
+    /// and this returns once the syncs in flight have finished.
+    pub async fn run_workers(self: &Arc<Self>, workers: usize, stop: watch::Receiver<bool>) {
+        self.wait_synced().await;
+        tracing::info!(workers, "caches synced, starting workers");
+        let tasks: Vec<_> = (0..workers)
+            .map(|_| {
+                let (engine, mut stop) = (self.clone(), stop.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let next = tokio::select! {
+                            biased;
+                            _ = stop.wait_for(|s| *s) => break,
+                            next = engine.shared.queue.get() => next,
+                        };
+                        let Some((key, _queued_for)) = next else { break };
+                        engine.process(&key).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "worker ended abnormally");
+            }
+        }
+    }
+
+    /// `processNextWorkItem` for one key.
+    async fn process(&self, key: &str) {
+        let started = Instant::now();
+        let queue = &self.shared.queue;
+        match self.sync_replica_set(key).await {
+            Ok(report) => {
+                queue.forget(key);
+                tracing::debug!(key, elapsed = ?started.elapsed(), ?report, "finished syncing");
+            }
+            Err(error) => {
+                tracing::warn!(key, %error, "sync failed, retrying with backoff");
+                queue.add_rate_limited(key);
+            }
+        }
+        queue.done(key);
+    }
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}

@@ -1,0 +1,218 @@
+//! Informers: kube-runtime watchers feeding kube-runtime stores, driven by our own event loop
+//! so handlers see `(old, new)` on updates and a relist's vanished objects as deletes.
+
+pub mod cached;
+pub mod index;
+
+use std::{
+    collections::HashMap,
+    fmt::Debug,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use futures::StreamExt;
+use kube::{
+    Api, Resource,
+    runtime::{
+        WatchStreamExt,
+        reflector::{ObjectRef, Store, store, store::Writer},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+/// Receives an informer's events, after the store holds the new state.
+pub trait Handler<K>: Send + Sync + 'static {
+    /// An object appeared (also for every object of the first list).
+    fn on_add(&self, obj: &Arc<K>);
+    /// An object changed, or was listed again by a relist.
+    fn on_update(&self, old: &Arc<K>, new: &Arc<K>);
+    /// An object was deleted, or vanished while the watch was down (`obj` is its last state).
+    fn on_delete(&self, obj: &Arc<K>);
+}
+
+/// A running informer's read side.
+pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
+    /// The cache.
+    pub store: Store<K>,
+    synced: watch::Receiver<bool>,
+    last_resource_version: Arc<AtomicU64>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Informer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            synced: self.synced.clone(),
+            last_resource_version: self.last_resource_version.clone(),
+        }
+    }
+}
+
+impl<K> Informer<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    /// Starts watching `api`, trimming each object with `trim` before it is cached, and calling
+    /// `handler` for every change. Runs until `shutdown` resolves.
+    pub fn spawn<H: Handler<K>>(
+        api: Api<K>,
+        config: watcher::Config,
+        trim: fn(&mut K),
+        handler: Arc<H>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        let (store, writer) = store();
+        let (synced_tx, synced) = watch::channel(false);
+        let last_resource_version = Arc::new(AtomicU64::new(0));
+        let loop_state = EventLoop {
+            writer,
+            store: store.clone(),
+            handler,
+            trim,
+            relist: None,
+            synced: synced_tx,
+            last_rv: last_resource_version.clone(),
+        };
+        tokio::spawn(loop_state.run(api, config, shutdown));
+        Self { store, synced, last_resource_version }
+    }
+
+    /// Resolves once the first full list is in the store and its handlers have run.
+    pub async fn wait_synced(&self) {
+        let mut synced = self.synced.clone();
+        // Only fails if the loop ended before syncing, e.g. at shutdown; nothing to wait for then.
+        let _ = synced.wait_for(|s| *s).await;
+    }
+
+    /// Whether the first list has been processed.
+    pub fn has_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    /// The highest resourceVersion this informer has processed (0 when unknown).
+    pub fn last_resource_version(&self) -> u64 {
+        self.last_resource_version.load(Ordering::Acquire)
+    }
+}
+
+/// The informer's private state.
+struct EventLoop<K: Resource<DynamicType = ()> + Clone + 'static, H> {
+    writer: Writer<K>,
+    store: Store<K>,
+    handler: Arc<H>,
+    trim: fn(&mut K),
+    /// Objects received since `Init`, applied when `InitDone` arrives.
+    relist: Option<Vec<ObjectRef<K>>>,
+    synced: watch::Sender<bool>,
+    last_rv: Arc<AtomicU64>,
+}
+
+impl<K, H> EventLoop<K, H>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    H: Handler<K>,
+{
+    async fn run(mut self, api: Api<K>, config: watcher::Config, shutdown: impl std::future::Future<Output = ()>) {
+        let kind = K::kind(&()).into_owned();
+        let events = watcher(api, config).default_backoff();
+        futures::pin_mut!(events);
+        tokio::pin!(shutdown);
+        loop {
+            let event = tokio::select! {
+                _ = &mut shutdown => break,
+                event = events.next() => event,
+            };
+            match event {
+                Some(Ok(event)) => self.handle(event),
+                // The watcher retries with backoff by itself; say why it is retrying.
+                Some(Err(error)) => tracing::warn!(%kind, %error, "watch failed, retrying"),
+                None => break,
+            }
+        }
+        tracing::debug!(%kind, "informer stopped");
+    }
+
+    fn handle(&mut self, event: watcher::Event<K>) {
+        match event {
+            watcher::Event::Apply(mut obj) => {
+                (self.trim)(&mut obj);
+                self.observe_rv(&obj);
+                let key = ObjectRef::from_obj(&obj);
+                let old = self.store.get(&key);
+                self.writer.apply_watcher_event(&watcher::Event::Apply(obj));
+                let Some(new) = self.store.get(&key) else { return };
+                match old {
+                    Some(old) => self.handler.on_update(&old, &new),
+                    None => self.handler.on_add(&new),
+                }
+            }
+            watcher::Event::Delete(mut obj) => {
+                (self.trim)(&mut obj);
+                self.observe_rv(&obj);
+                self.writer.apply_watcher_event(&watcher::Event::Delete(obj.clone()));
+                self.handler.on_delete(&Arc::new(obj));
+            }
+            watcher::Event::Init => {
+                self.relist = Some(Vec::new());
+                self.writer.apply_watcher_event(&watcher::Event::Init);
+            }
+            watcher::Event::InitApply(mut obj) => {
+                (self.trim)(&mut obj);
+                self.observe_rv(&obj);
+                self.relist.get_or_insert_with(Vec::new).push(ObjectRef::from_obj(&obj));
+                self.writer.apply_watcher_event(&watcher::Event::InitApply(obj));
+            }
+            watcher::Event::InitDone => {
+                let before: HashMap<ObjectRef<K>, Arc<K>> =
+                    self.store.state().into_iter().map(|o| (ObjectRef::from_obj(&*o), o)).collect();
+                self.writer.apply_watcher_event(&watcher::Event::InitDone);
+                let listed = self.relist.take().unwrap_or_default();
+                self.replace(before, listed);
+                self.synced.send_replace(true);
+            }
+        }
+    }
+
+    /// client-go's `Replace`: listed objects are adds or updates, objects that vanished while
+    /// the watch was down are deletes with their last known state.
+    fn replace(&self, mut before: HashMap<ObjectRef<K>, Arc<K>>, listed: Vec<ObjectRef<K>>) {
+        for key in listed {
+            let Some(new) = self.store.get(&key) else { continue };
+            match before.remove(&key) {
+                Some(old) => self.handler.on_update(&old, &new),
+                None => self.handler.on_add(&new),
+            }
+        }
+        for (_, gone) in before {
+            self.handler.on_delete(&gone);
+        }
+    }
+
+    fn observe_rv(&self, obj: &K) {
+        if let Some(rv) = obj.meta().resource_version.as_deref().and_then(|rv| rv.parse::<u64>().ok()) {
+            self.last_rv.fetch_max(rv, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Keys are `namespace/name`, like client-go's `MetaNamespaceKeyFunc`.
+pub fn key_of<K: Resource>(obj: &K) -> String {
+    let meta = obj.meta();
+    match meta.namespace.as_deref() {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{}", meta.name.as_deref().unwrap_or_default()),
+        _ => meta.name.clone().unwrap_or_default(),
+    }
+}
+
+/// The ObjectRef for a `namespace/name` key.
+pub fn ref_of<K: Resource<DynamicType = ()>>(key: &str) -> ObjectRef<K> {
+    match key.split_once('/') {
+        Some((ns, name)) => ObjectRef::new(name).within(ns),
+        None => ObjectRef::new(key),
+    }
+}

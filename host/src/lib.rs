@@ -1,0 +1,23 @@
+//! A ReplicaSet controller whose policy runs as a sandboxed WebAssembly component.
+pub mod cli;
+pub mod client;
+pub mod consistency;
+pub mod contract;
+pub mod dry_run;
+pub mod embedded;
+pub mod engine;
+pub mod events;
+pub mod expectations;
+pub mod fixtures;
+pub mod harness;
+pub mod informers;
+pub mod native;
+pub mod pod_control;
+pub mod policy;
+pub mod queue;
+pub mod run;
+pub mod sandbox;
+pub mod selector;
+pub mod slow_start;
+pub mod snapshot;
+pub mod telemetry;

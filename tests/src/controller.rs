@@ -1,0 +1,50 @@
+//! The controller under test: the host's engine started in-process for one test namespace, and
+//! small builders for the objects tests create.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use clap::Parser;
+use host::run::{Controller, RunArgs};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+
+use crate::TestNamespace;
+
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Starts the host's controller (embedded policy) on the shared control plane, watching only
+/// `ns`; `flags` are extra `host run` flags. Stop it with [`Controller::shutdown`].
+pub async fn start_controller(ns: &TestNamespace, flags: &[&str]) -> Result<Controller> {
+    let kubeconfig = crate::shared().await?.kubeconfig_path().display().to_string();
+    let mut argv = vec!["host", "--kubeconfig", &kubeconfig, "--namespace", ns.name(), "--shutdown-grace-seconds", "5"];
+    argv.extend_from_slice(flags);
+    let flags = Flags::try_parse_from(argv)?;
+    Controller::start(&flags.run).await
+}
+
+/// A ReplicaSet of `replicas` pods selecting and labelled `app: <name>`, with a pause container.
+pub fn replica_set(name: &str, replicas: i32) -> ReplicaSet {
+    replica_set_with(name, replicas, BTreeMap::from([("app".to_string(), name.to_string())]))
+}
+
+/// A ReplicaSet of `replicas` pods whose selector and template labels are `labels`.
+pub fn replica_set_with(name: &str, replicas: i32, labels: BTreeMap<String, String>) -> ReplicaSet {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}
+            }
+        }
+    }))
+    .expect("a valid ReplicaSet")
+}
