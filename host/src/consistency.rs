@@ -22,6 +22,14 @@ pub enum Resource {
 }
 
 impl Resource {
+    /// `resource.group`, as upstream's `GroupResource.String()` prints it.
+    pub fn group_resource_string(self) -> &'static str {
+        match self {
+            Self::Pods => "pods",
+            Self::ReplicaSets => "replicasets.apps",
+        }
+    }
+
     /// `group/resource` as upstream's metric labels spell it.
     pub fn group_resource(self) -> (&'static str, &'static str) {
         match self {
@@ -33,7 +41,7 @@ impl Resource {
 
 /// A sync refused because the cache is older than our own write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("read version: {read} is not as new as written version: {wrote} for group resource {resource:?}")]
+#[error("read version: {read} is not as new as written version: {wrote} for group resource {}", resource.group_resource_string())]
 pub struct StaleCache {
     /// The resource whose informer lags.
     pub resource: Resource,

@@ -309,3 +309,60 @@ mod tests {
         assert_eq!(status(403, None).to_string(), "nope");
     }
 }
+
+/// A [`PodControl`] that records calls instead of making them (upstream's `FakePodControl`).
+#[cfg(test)]
+pub(crate) mod recording {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Records every call; creations beyond `create_limit` and every call while `fail` is set
+    /// fail with a 403 / 500.
+    #[derive(Default)]
+    pub(crate) struct RecordingPodControl {
+        pub(crate) created: Mutex<usize>,
+        pub(crate) create_calls: Mutex<usize>,
+        pub(crate) deleted: Mutex<Vec<String>>,
+        pub(crate) patches: Mutex<Vec<(String, serde_json::Value)>>,
+        pub(crate) create_limit: Option<usize>,
+        pub(crate) fail: Mutex<bool>,
+    }
+
+    pub(crate) fn api_error(code: u16, message: &str) -> PodError {
+        let status = serde_json::json!({"code": code, "message": message});
+        PodError::Api(kube::Error::Api(Box::new(serde_json::from_value(status).expect("a Status"))))
+    }
+
+    impl PodControl for RecordingPodControl {
+        async fn create_pod(&self, rs: &ReplicaSet) -> Result<CreatedPod, PodError> {
+            pod_from_template(rs)?;
+            let call = {
+                let mut calls = self.create_calls.lock().unwrap();
+                *calls += 1;
+                *calls
+            };
+            if *self.fail.lock().unwrap() || self.create_limit.is_some_and(|limit| call > limit) {
+                return Err(api_error(403, "exceeded quota"));
+            }
+            *self.created.lock().unwrap() += 1;
+            Ok(CreatedPod { name: format!("pod-{call}") })
+        }
+
+        async fn delete_pod(&self, _rs: &ReplicaSet, name: &str) -> Result<(), PodError> {
+            if *self.fail.lock().unwrap() {
+                return Err(api_error(500, "fake error"));
+            }
+            self.deleted.lock().unwrap().push(name.to_string());
+            Ok(())
+        }
+
+        async fn patch_pod(&self, _namespace: &str, name: &str, patch: &serde_json::Value) -> Result<(), PodError> {
+            self.patches.lock().unwrap().push((name.to_string(), patch.clone()));
+            if *self.fail.lock().unwrap() {
+                return Err(api_error(500, "fake Error"));
+            }
+            Ok(())
+        }
+    }
+}

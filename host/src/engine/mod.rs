@@ -9,12 +9,14 @@ pub mod handlers;
 mod scale;
 pub mod status;
 pub mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::{sync::Arc, time::Instant};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::{Api, Client, runtime::watcher};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 pub use status::{KubeReplicaSetControl, ReplicaSetControl};
 pub use sync::{SyncError, SyncReport};
@@ -66,6 +68,22 @@ pub struct Shared {
     pub policy: Arc<ActivePolicy>,
     /// The burst cap.
     pub burst_replicas: u32,
+    /// Every sync's outcome, for whoever subscribes (the demo, tests); built only when someone
+    /// listens.
+    pub sync_log: broadcast::Sender<SyncRecord>,
+}
+
+/// What one sync did, as the sync log reports it.
+#[derive(Debug, Clone)]
+pub struct SyncRecord {
+    /// The ReplicaSet key.
+    pub key: String,
+    /// The short digest of the module that planned it.
+    pub module: String,
+    /// The plan, rendered with pod names (absent when no plan was made).
+    pub plan: Option<String>,
+    /// The outcome: what was done, or why the sync failed.
+    pub outcome: Result<String, String>,
 }
 
 /// The running engine: informers, indexes, queue, and what the workers need to sync.
@@ -100,6 +118,7 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
             consistency,
             policy,
             burst_replicas: config.burst_replicas,
+            sync_log: broadcast::channel(1024).0,
         });
         let (rs_api, pod_api): (Api<ReplicaSet>, Api<CachedPod>) = match &config.namespace {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
@@ -122,6 +141,28 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
             stopped(stop),
         );
         Arc::new(Self { shared, pod_control, rs_control, rs_informer, pod_informer })
+    }
+
+    /// An engine without informers, for unit tests that fill the indexes themselves.
+    #[cfg(test)]
+    pub(crate) fn detached(policy: Arc<ActivePolicy>, pod_control: P, rs_control: R, burst_replicas: u32) -> Arc<Self> {
+        let shared = Arc::new(Shared {
+            replica_sets: ReplicaSetIndex::default(),
+            pods: PodIndex::default(),
+            queue: WorkQueue::new(),
+            expectations: ControllerExpectations::new(),
+            consistency: ConsistencyStore::default(),
+            policy,
+            burst_replicas,
+            sync_log: broadcast::channel(64).0,
+        });
+        Arc::new(Self {
+            shared,
+            pod_control,
+            rs_control,
+            rs_informer: Informer::detached(),
+            pod_informer: Informer::detached(),
+        })
     }
 
     /// Resolves once both caches hold their first full list (`WaitForCacheSync`).

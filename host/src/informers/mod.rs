@@ -82,6 +82,15 @@ where
         Self { store, synced, last_resource_version }
     }
 
+    /// An informer with no watch behind it, synced and up to date with every write (for
+    /// engine unit tests that fill the indexes by hand).
+    #[cfg(test)]
+    pub fn detached() -> Self {
+        let (store, _writer) = store();
+        let (_, synced) = watch::channel(true);
+        Self { store, synced, last_resource_version: Arc::new(AtomicU64::new(u64::MAX)) }
+    }
+
     /// Resolves once the first full list is in the store and its handlers have run.
     pub async fn wait_synced(&self) {
         let mut synced = self.synced.clone();
