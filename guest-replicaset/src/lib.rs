@@ -32,6 +32,8 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "export_policy",
         default_bindings_module: "guest_replicaset::bindings",
+        // Plans and statuses are compared whole, in tests and by guests.
+        additional_derives: [PartialEq],
     });
 }
 
@@ -49,8 +51,8 @@ pub mod sort;
 pub mod status;
 pub mod view;
 
-#[cfg(test)]
-mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 
 pub use bindings::wasm_replicaset::policy::types;
 pub use reconcile::{reconcile, reconcile_with};

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use crate::{dry_run, run};
+use crate::{dry_run, modules, run};
 
 /// A ReplicaSet controller whose policy runs as a sandboxed WebAssembly component.
 #[derive(Debug, Parser)]
@@ -22,6 +22,17 @@ pub enum Command {
     Run(run::RunArgs),
     /// Run a policy on a fixture file and print the plan it computes.
     DryRun(DryRunArgs),
+    /// Upload, list, promote or roll back policy modules of a running host.
+    Module {
+        /// Where the ReconcileModules live.
+        #[command(flatten)]
+        target: modules::cli::Target,
+        /// What to do.
+        #[command(subcommand)]
+        command: modules::cli::ModuleCommand,
+    },
+    /// Print the ReconcileModule CustomResourceDefinition (YAML).
+    Crd,
 }
 
 /// `host dry-run`.
@@ -53,6 +64,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run_async(run::run(args)),
         Command::DryRun(args) => dry_run::run(&args),
+        Command::Module { target, command } => run_async(async move { modules::cli::run(&target, &command).await }),
+        Command::Crd => {
+            print!("{}", modules::resource::crd_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,7 @@ pub mod expectations;
 pub mod fixtures;
 pub mod harness;
 pub mod informers;
+pub mod modules;
 pub mod native;
 pub mod pod_control;
 pub mod policy;

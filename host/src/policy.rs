@@ -1,25 +1,144 @@
-//! The policy the engine calls: the sandbox and the active module behind an atomic handle.
+//! The policy the engine calls: the sandbox, the serving module behind an atomic handle, an
+//! optional shadow candidate, and the failure count that triggers an automatic rollback.
 //!
-//! A sync takes the module once, at its start, and uses it for every call of that sync; a swap
-//! therefore never splits one sync across two modules, and the old module is freed when its
-//! last sync ends.
+//! A sync takes the serving module once, at its start, and uses it for every call of that sync;
+//! a swap therefore never splits one sync across two modules, and the old module is freed when
+//! its last sync ends.
 
-use std::sync::Arc;
+use std::{
+    fmt,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::mpsc;
 
-use crate::sandbox::{PolicyModule, Sandbox};
+use crate::sandbox::{GuestError, PolicyModule, Sandbox};
 
-/// The sandbox plus the module new syncs use.
+/// Where a module came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// The policy built into this binary.
+    Embedded,
+    /// A file given with `--module`.
+    File(String),
+    /// A `ReconcileModule` object.
+    Object {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Its UID (a re-created object is another source).
+        uid: String,
+        /// The generation that was validated.
+        generation: i64,
+    },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Embedded => write!(f, "embedded default"),
+            Self::File(path) => write!(f, "file {path}"),
+            Self::Object { namespace, name, generation, .. } => {
+                write!(f, "ReconcileModule {namespace}/{name} (generation {generation})")
+            }
+        }
+    }
+}
+
+/// A module and where it came from.
+#[derive(Debug)]
+pub struct Serving {
+    /// The compiled module.
+    pub module: Arc<PolicyModule>,
+    /// Its origin.
+    pub source: Source,
+    /// Set once a rollback of this module has been requested, so it is requested only once.
+    rollback_requested: AtomicBool,
+}
+
+impl Serving {
+    /// `module` from `source`.
+    pub fn new(module: Arc<PolicyModule>, source: Source) -> Arc<Self> {
+        Arc::new(Self { module, source, rollback_requested: AtomicBool::new(false) })
+    }
+}
+
+/// A candidate running beside the serving module, and what it found so far.
+#[derive(Debug)]
+pub struct Shadow {
+    /// The candidate.
+    pub candidate: Arc<Serving>,
+    /// Syncs where both plans were the same.
+    pub agreements: AtomicU64,
+    /// Syncs where they differed.
+    pub differences: AtomicU64,
+    /// Syncs where the candidate failed.
+    pub errors: AtomicU64,
+    /// The last difference seen: the key and one line describing it.
+    pub example: Mutex<Option<(String, String)>>,
+}
+
+impl Shadow {
+    /// A shadow with zero counts.
+    pub fn new(candidate: Arc<Serving>) -> Arc<Self> {
+        Arc::new(Self {
+            candidate,
+            agreements: AtomicU64::new(0),
+            differences: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            example: Mutex::new(None),
+        })
+    }
+}
+
+/// The serving module failed `rollback_after` syncs in a row.
+#[derive(Debug, Clone)]
+pub struct RollbackRequest {
+    /// The module that failed.
+    pub failed: Arc<Serving>,
+    /// The key whose sync failed last.
+    pub key: String,
+    /// The last failure, one line.
+    pub reason: String,
+}
+
+/// The sandbox, the serving module and the shadow candidate.
 pub struct ActivePolicy {
     sandbox: Sandbox,
-    current: ArcSwap<PolicyModule>,
+    serving: ArcSwap<Serving>,
+    shadow: ArcSwapOption<Shadow>,
+    consecutive_failures: AtomicU32,
+    rollback_after: u32,
+    rollbacks: Option<mpsc::UnboundedSender<RollbackRequest>>,
 }
 
 impl ActivePolicy {
-    /// Serves `module` from `sandbox`.
+    /// Serves `module` from `sandbox`, with no automatic rollback.
     pub fn new(sandbox: Sandbox, module: Arc<PolicyModule>) -> Self {
-        Self { sandbox, current: ArcSwap::new(module) }
+        Self::with_source(sandbox, Serving::new(module, Source::Embedded), 0, None)
+    }
+
+    /// Serves `serving`; after `rollback_after` consecutive failed syncs (0: never) a
+    /// [`RollbackRequest`] goes to `rollbacks`.
+    pub fn with_source(
+        sandbox: Sandbox,
+        serving: Arc<Serving>,
+        rollback_after: u32,
+        rollbacks: Option<mpsc::UnboundedSender<RollbackRequest>>,
+    ) -> Self {
+        Self {
+            sandbox,
+            serving: ArcSwap::new(serving),
+            shadow: ArcSwapOption::empty(),
+            consecutive_failures: AtomicU32::new(0),
+            rollback_after,
+            rollbacks,
+        }
     }
 
     /// The sandbox every call runs in.
@@ -29,11 +148,68 @@ impl ActivePolicy {
 
     /// The module for a sync that starts now.
     pub fn current(&self) -> Arc<PolicyModule> {
-        self.current.load_full()
+        self.serving.load().module.clone()
     }
 
-    /// Makes `module` serve new syncs; returns the module it replaces.
-    pub fn swap(&self, module: Arc<PolicyModule>) -> Arc<PolicyModule> {
-        self.current.swap(module)
+    /// The serving module with its source.
+    pub fn serving(&self) -> Arc<Serving> {
+        self.serving.load_full()
+    }
+
+    /// Makes `serving` serve new syncs; returns what it replaces. The failure count restarts.
+    pub fn swap(&self, serving: Arc<Serving>) -> Arc<Serving> {
+        self.consecutive_failures.store(0, Ordering::Release);
+        self.serving.swap(serving)
+    }
+
+    /// The shadow candidate, if any.
+    pub fn shadow(&self) -> Option<Arc<Shadow>> {
+        self.shadow.load_full()
+    }
+
+    /// Starts (or, with `None`, stops) shadowing; returns the previous shadow.
+    pub fn set_shadow(&self, shadow: Option<Arc<Shadow>>) -> Option<Arc<Shadow>> {
+        self.shadow.swap(shadow)
+    }
+
+    /// A sync on `serving` succeeded: the failure streak ends.
+    pub fn record_success(&self, serving: &Arc<Serving>) {
+        if Arc::ptr_eq(&self.serving.load(), serving) {
+            self.consecutive_failures.store(0, Ordering::Release);
+        }
+    }
+
+    /// A sync on `serving` failed because of the module; after `rollback_after` in a row, asks
+    /// for a rollback (once per module).
+    pub fn record_failure(&self, serving: &Arc<Serving>, key: &str, error: &GuestError) {
+        if !Arc::ptr_eq(&self.serving.load(), serving) {
+            // The module was swapped out while this sync ran; its failures no longer matter.
+            return;
+        }
+        let streak = self.consecutive_failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if self.rollback_after == 0 || streak < self.rollback_after || serving.source == Source::Embedded {
+            return;
+        }
+        if serving.rollback_requested.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::error!(module = %serving.module.digest.short(), source = %serving.source, streak, key, error = %error, "the active module keeps failing; rolling back");
+        if let Some(tx) = &self.rollbacks {
+            let _ = tx.send(RollbackRequest {
+                failed: serving.clone(),
+                key: key.to_string(),
+                reason: error.failure.to_string(),
+            });
+        }
+    }
+
+    /// After how many failed syncs in a row the serving module is rolled back (0: never).
+    pub fn rollback_after(&self) -> u32 {
+        self.rollback_after
+    }
+
+    /// Failed syncs in a row on the serving module.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Acquire)
     }
 }

@@ -3,16 +3,17 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     client,
     consistency::ConsistencyStore,
     embedded::DEFAULT_POLICY,
-    engine::{Engine, EngineConfig, KubeReplicaSetControl},
+    engine::{Engine, EngineConfig, KubeReplicaSetControl, stopped},
     events::{self, RecorderConfig},
+    modules::manager::ModuleManager,
     pod_control::KubePodControl,
-    policy::ActivePolicy,
+    policy::{ActivePolicy, Serving, Source},
     sandbox::{Sandbox, SandboxLimits},
     telemetry::{self, LogFormat},
 };
@@ -56,9 +57,35 @@ pub struct RunArgs {
     /// How long in-flight syncs may take to finish after SIGTERM, in seconds.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+    /// Namespace whose ReconcileModule objects replace the policy at runtime.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "wasm-replicaset-system")]
+    pub module_namespace: String,
+    /// Watch ReconcileModule objects (needs their CRD: `host crd | kubectl apply -f -`).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_modules: bool,
+    /// Roll back to the last good module after this many syncs in a row fail because of the
+    /// active module (trap, fuel, deadline, memory, invalid plan); 0 never rolls back.
+    #[arg(long, default_value_t = 3)]
+    pub rollback_after: u32,
 }
 
 impl RunArgs {
+    /// Parses `host run` flags (without the subcommand), e.g. `["--namespace", "demo"]`; for
+    /// embedding the controller in tests and tools.
+    pub fn from_flags<I, S>(flags: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let argv = std::iter::once(std::ffi::OsString::from("host")).chain(flags.into_iter().map(Into::into));
+        Ok(<Flags as clap::Parser>::try_parse_from(argv)?.run)
+    }
+
     fn sandbox_limits(&self) -> SandboxLimits {
         SandboxLimits {
             fuel_base: self.guest_fuel,
@@ -117,13 +144,33 @@ impl Controller {
         };
         let module = sandbox.load(bytes).await.with_context(|| format!("loading policy module ({origin})"))?;
         tracing::info!(module = %module.digest, contract = %module.contract_version, origin, compile = ?module.compile_time, "policy module loaded");
-        let policy = Arc::new(ActivePolicy::new(sandbox, module));
+        let source = match &args.module {
+            Some(path) => Source::File(path.display().to_string()),
+            None => Source::Embedded,
+        };
+        let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
+        let policy = Arc::new(ActivePolicy::with_source(
+            sandbox,
+            Serving::new(module, source),
+            args.rollback_after,
+            Some(rollback_tx),
+        ));
 
         let (recorder, writer) = events::new_recorder(client.clone(), RecorderConfig::default());
         let events = tokio::spawn(writer.run());
+        let (stop, stop_rx) = watch::channel(false);
+        if args.watch_modules {
+            let manager = ModuleManager::new(
+                client.clone(),
+                &args.module_namespace,
+                policy.clone(),
+                recorder.clone(),
+                rollback_rx,
+            );
+            tokio::spawn(manager.run(stopped(stop_rx.clone())));
+        }
         let consistency = ConsistencyStore::default();
         let pod_control = KubePodControl::new(client.clone(), recorder, consistency.clone());
-        let (stop, stop_rx) = watch::channel(false);
         let engine_config = EngineConfig { namespace: args.namespace.clone(), ..EngineConfig::default() };
         let engine = Engine::start(
             watch_client,

@@ -9,7 +9,7 @@ fn main() -> anyhow::Result<()> {
     let misbehaving = here.join("misbehaving");
     let foreign = here.join("foreign");
     let guest_src = workspace.join("guest-replicaset/src");
-    for behaviour in ["spin", "oom", "panic", "bad-plan", "slow"] {
+    for behaviour in ["spin", "oom", "panic", "bad-plan", "slow", "trap-on-boom"] {
         guest_build::build_component(
             &guest_build::Guest {
                 workspace: &workspace,
@@ -21,6 +21,18 @@ fn main() -> anyhow::Result<()> {
             &out_dir,
         )?;
     }
+    // The second example guest, built exactly as the host builds the default one.
+    let example = workspace.join("examples/guest-newest-first");
+    guest_build::build_component(
+        &guest_build::Guest {
+            workspace: &workspace,
+            package: "guest-newest-first",
+            features: &[],
+            output: "newest-first",
+            watch: &[&example.join("src"), &example.join("Cargo.toml"), &guest_src, &wit],
+        },
+        &out_dir,
+    )?;
     for kind in ["other-world", "wasi", "next-contract"] {
         guest_build::build_component(
             &guest_build::Guest {

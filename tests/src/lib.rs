@@ -39,9 +39,11 @@
 pub mod binaries;
 pub mod controller;
 pub mod controlplane;
+pub mod differential;
 pub mod kcm;
 pub mod kubeconfig;
 pub mod kubectl;
+pub mod modules;
 pub mod namespace;
 pub mod pki;
 pub mod pods;

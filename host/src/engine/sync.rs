@@ -79,18 +79,60 @@ pub struct SyncReport {
     pub guest_time: Duration,
 }
 
+impl SyncReport {
+    /// One line: what the sync did.
+    pub fn summary(&self) -> String {
+        if self.gone {
+            return "the ReplicaSet is gone; its expectations are dropped".into();
+        }
+        if let Some(why) = &self.invalid_selector {
+            return format!("invalid selector, nothing done: {why}");
+        }
+        format!(
+            "adopted {}, released {}, created {}, deleted {}, status {}",
+            self.adopted,
+            self.released,
+            self.created,
+            self.deleted,
+            if self.status_written { "written" } else { "unchanged" }
+        )
+    }
+}
+
 /// Adoptions that found their pod gone force a new plan; the loop is bounded all the same.
 const MAX_PLANS_PER_SYNC: usize = 3;
 
 impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
     /// Syncs one key; see the module doc for the order of steps.
     pub async fn sync_replica_set(&self, key: &str) -> Result<SyncReport, SyncError> {
-        let module = self.shared.policy.current();
+        let serving = self.shared.policy.serving();
+        let module = serving.module.clone();
         let span = tracing::info_span!("sync", key, module = %module.digest.short());
-        self.sync_with(key, module).instrument(span).await
+        let mut plan_text = None;
+        let result = self.sync_with(key, module.clone(), &mut plan_text).instrument(span).await;
+        match &result {
+            Err(SyncError::Guest(error)) => self.shared.policy.record_failure(&serving, key, error),
+            Ok(report) if !report.gone => self.shared.policy.record_success(&serving),
+            _ => {}
+        }
+        if self.shared.sync_log.receiver_count() > 0 {
+            let outcome = match &result {
+                Ok(report) => Ok(report.summary()),
+                Err(e) => Err(e.to_string()),
+            };
+            let record =
+                super::SyncRecord { key: key.to_string(), module: module.digest.short(), plan: plan_text, outcome };
+            let _ = self.shared.sync_log.send(record);
+        }
+        result
     }
 
-    async fn sync_with(&self, key: &str, module: Arc<PolicyModule>) -> Result<SyncReport, SyncError> {
+    async fn sync_with(
+        &self,
+        key: &str,
+        module: Arc<PolicyModule>,
+        plan_text: &mut Option<String>,
+    ) -> Result<SyncReport, SyncError> {
         let shared = &self.shared;
         // 1. The key.
         let (namespace, name) = key.split_once('/').ok_or_else(|| SyncError::InvalidKey(key.to_string()))?;
@@ -125,9 +167,18 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
             let guest_started = Instant::now();
             let (outcome, _stats) = shared.policy.sandbox().reconcile(&module, &key_arc, &snapshot).await?;
             report.guest_time += guest_started.elapsed();
+            if plans == 1 {
+                // The shadow candidate sees the same snapshot; its plan is compared, never applied.
+                crate::modules::shadow::compare_later(&shared.policy, &key_arc, &snapshot, &outcome);
+            }
             projection.snapshot = Arc::unwrap_or_clone(snapshot);
             let plan = match outcome {
-                Ok(plan) => plan,
+                Ok(plan) => {
+                    if shared.sync_log.receiver_count() > 0 {
+                        *plan_text = Some(crate::fixtures::render::plan_text(&projection.snapshot, &plan));
+                    }
+                    plan
+                }
                 // 5. An invalid selector: upstream logs it and neither scales, writes status nor retries.
                 Err(ReconcileError::InvalidSelector(why)) => {
                     tracing::error!(error = %why, "error converting pod selector to selector for rs {key}");
@@ -209,8 +260,9 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
             let selector = ReplicaSetSelector::of(&related);
             let namespace = related.metadata.namespace.as_deref().unwrap_or_default();
             for pod in self.shared.pods.in_namespace(namespace) {
-                let labels = pod.metadata.labels.clone().unwrap_or_default();
-                if selector.matches(&labels) != Some(true) || !seen.insert(pod.metadata.uid.clone()) {
+                let no_labels = std::collections::BTreeMap::new();
+                let labels = pod.metadata.labels.as_ref().unwrap_or(&no_labels);
+                if selector.matches(labels) != Some(true) || !seen.insert(pod.metadata.uid.clone()) {
                     continue;
                 }
                 if pod.is_active() {

@@ -29,6 +29,15 @@ guest!(
     SLOW, "slow"
 );
 guest!(
+    /// The upstream policy, except that it panics for ReplicaSets whose name starts with `boom`:
+    /// it passes the conformance cases, then fails in production (for rollback tests).
+    TRAP_ON_BOOM, "trap-on-boom"
+);
+guest!(
+    /// The example guest `examples/guest-newest-first`: scale-downs delete the newest pods.
+    NEWEST_FIRST, "newest-first"
+);
+guest!(
     /// A component of an unrelated world (`exports hello`).
     OTHER_WORLD, "other-world"
 );

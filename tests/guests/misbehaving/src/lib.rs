@@ -1,4 +1,4 @@
-//! One guest, five misbehaviours, picked by cargo feature at build time.
+//! One guest, six misbehaviours, picked by cargo feature at build time.
 // Each feature leaves the code of the others unreachable or unused.
 #![allow(unreachable_code, unused_variables, dead_code)]
 
@@ -28,9 +28,11 @@ impl bindings::Guest for Misbehaving {
         }
         #[cfg(feature = "oom")]
         {
+            // Reserve without touching: filling would spend fuel (bulk memory is metered) and
+            // hit the fuel budget before the memory cap this guest exists to test.
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
-                hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+                hoard.push(std::hint::black_box(Vec::with_capacity(1 << 20)));
             }
         }
         #[cfg(feature = "panic")]
@@ -42,6 +44,13 @@ impl bindings::Guest for Misbehaving {
             let mut plan = empty_plan(&snapshot);
             plan.delete = (0..snapshot.pods.len() as u32).collect();
             return Ok(plan);
+        }
+        #[cfg(feature = "trap-on-boom")]
+        {
+            if snapshot.replica_set.name.starts_with("boom") {
+                panic_with_log(&format!("refusing ReplicaSet {}", snapshot.replica_set.name));
+            }
+            return guest_replicaset::reconcile(&snapshot);
         }
         #[cfg(feature = "slow")]
         {
@@ -61,12 +70,14 @@ impl bindings::Guest for Misbehaving {
     ) -> types::ReplicaSetStatus {
         #[cfg(feature = "panic")]
         panic_with_log("the test guest panics on every call");
+        #[cfg(feature = "trap-on-boom")]
+        return guest_replicaset::status_after_scale_error(&_rs, status, &_message, _now);
         status
     }
 }
 
 /// Logs the message at error level (as a panic hook would) and panics.
-#[cfg(feature = "panic")]
+#[cfg(any(feature = "panic", feature = "trap-on-boom"))]
 fn panic_with_log(message: &str) -> ! {
     bindings::log(types::Level::Error, message, &[]);
     panic!("{message}");

@@ -1,0 +1,68 @@
+//! Hot-swap helpers: install the ReconcileModule CRD, push a module, wait for the host's verdict.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use host::modules::resource::{
+    Base64, Mode, ModuleSource, Phase, ReconcileModule, ReconcileModuleSpec, ReconcileModuleStatus,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, CustomResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
+use tokio::sync::OnceCell;
+
+use crate::{TestNamespace, eventually};
+
+static CRD: OnceCell<()> = OnceCell::const_new();
+
+/// Installs the ReconcileModule CRD on the shared control plane (once per test binary) and waits
+/// until the API server serves it.
+pub async fn install_crd(client: &kube::Client) -> Result<()> {
+    CRD.get_or_try_init(|| async {
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let crd = ReconcileModule::crd();
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(&name, &PatchParams::apply("tests").force(), &Patch::Apply(&crd))
+            .await
+            .context("applying the CRD")?;
+        eventually("the ReconcileModule CRD to be established", Duration::from_secs(30), || async {
+            let crd = crds.get(&name).await?;
+            let established = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            Ok(established.then_some(()))
+        })
+        .await
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Creates ReconcileModule `name` in `ns` holding `bytes` inline, in `mode`.
+pub async fn push(ns: &TestNamespace, name: &str, bytes: &[u8], mode: Mode) -> Result<ReconcileModule> {
+    let spec =
+        ReconcileModuleSpec { module: ModuleSource { inline: Some(Base64(bytes.to_vec())), config_map: None }, mode };
+    Ok(ns.api::<ReconcileModule>().create(&PostParams::default(), &ReconcileModule::new(name, spec)).await?)
+}
+
+/// Waits until the host reports `phase` for the current generation of `name`; returns its status.
+pub async fn wait_phase(
+    ns: &TestNamespace,
+    name: &str,
+    phase: Phase,
+    timeout: Duration,
+) -> Result<ReconcileModuleStatus> {
+    let api = ns.api::<ReconcileModule>();
+    eventually(&format!("ReconcileModule {name} to be {phase:?}"), timeout, || async {
+        let obj = api.get(name).await?;
+        let status = obj.status.unwrap_or_default();
+        let current = status.observed_generation == obj.metadata.generation;
+        Ok((current && status.phase == Some(phase)).then_some(status))
+    })
+    .await
+}
