@@ -108,6 +108,7 @@ pub struct RollbackRequest {
 }
 
 /// The sandbox, the serving module and the shadow candidate.
+#[derive(Debug)]
 pub struct ActivePolicy {
     sandbox: Sandbox,
     serving: ArcSwap<Serving>,

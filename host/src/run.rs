@@ -1,6 +1,6 @@
 //! `host run`: builds the clients, the sandbox and the engine, and runs until SIGINT/SIGTERM.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tokio::sync::{mpsc, watch};
@@ -9,12 +9,15 @@ use crate::{
     client,
     consistency::ConsistencyStore,
     embedded::DEFAULT_POLICY,
-    engine::{Engine, EngineConfig, KubeReplicaSetControl, stopped},
+    engine::{Collaborators, Engine, EngineConfig, KubeReplicaSetControl, stopped},
     events::{self, RecorderConfig},
+    leader::{LeaderElectionConfig, LeaderElector, LeaderHandle},
+    metrics::{Live, Metrics},
     modules::manager::ModuleManager,
     pod_control::KubePodControl,
     policy::{ActivePolicy, Serving, Source},
     sandbox::{Sandbox, SandboxLimits},
+    server,
     telemetry::{self, LogFormat},
 };
 
@@ -67,6 +70,37 @@ pub struct RunArgs {
     /// active module (trap, fuel, deadline, memory, invalid plan); 0 never rolls back.
     #[arg(long, default_value_t = 3)]
     pub rollback_after: u32,
+    /// Sync only while holding a Lease, so several replicas can run (kube-controller-manager's
+    /// flag; followers keep their caches warm).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "wasm-replicaset-controller")]
+    pub leader_elect_resource_name: String,
+    /// The Lease's namespace (default: --module-namespace).
+    #[arg(long)]
+    pub leader_elect_resource_namespace: Option<String>,
+    /// How long a lease lasts without renewal (e.g. 15s).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it stops syncing (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often to try to acquire or renew (e.g. 2s).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+    /// Address of /healthz, /readyz and /metrics; `off` disables them.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http_addr: String,
+}
+
+/// `15s`, `1m30s`, `500ms` as a Duration.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    match crate::fixtures::time::parse_duration(text) {
+        Ok(nanos) if nanos > 0 => Ok(Duration::from_nanos(nanos as u64)),
+        Ok(_) => Err(format!("`{text}` must be positive")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl RunArgs {
@@ -115,25 +149,32 @@ pub async fn kube_config(path: Option<&PathBuf>) -> Result<kube::Config> {
     }
 }
 
-/// A running controller: informers, workers and the event writer.
+/// A running controller: informers, leader election, workers, the module manager, the event
+/// writer and the HTTP endpoints.
 pub struct Controller {
     /// The engine (caches, queue, policy).
     pub engine: Arc<Engine<KubePodControl, KubeReplicaSetControl>>,
+    /// Whether this replica leads (always true without leader election).
+    pub leading: watch::Receiver<bool>,
+    http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
+    release: watch::Sender<bool>,
     workers: tokio::task::JoinHandle<()>,
+    elector: Option<tokio::task::JoinHandle<()>>,
     events: tokio::task::JoinHandle<()>,
     grace: Duration,
 }
 
 impl Controller {
-    /// Connects, loads the policy module and starts the informers and workers.
+    /// Connects, loads the policy module and starts everything; workers sync while leading.
     pub async fn start(args: &RunArgs) -> Result<Self> {
         let config = kube_config(args.kubeconfig.as_ref()).await?;
         // Like kube-controller-manager, the informers and the controller use separate clients,
         // each with its own QPS/burst budget, so watches never compete with pod writes.
-        let (client, _client_stats) = client::build_client(config.clone(), args.kube_api_qps, args.kube_api_burst)?;
+        let (client, client_stats) = client::build_client(config.clone(), args.kube_api_qps, args.kube_api_burst)?;
         let (watch_client, _) = client::build_client(config, args.kube_api_qps, args.kube_api_burst)?;
 
+        // Compiled before anything else, so a standby is ready to sync the moment it leads.
         let sandbox = Sandbox::new(args.sandbox_limits())?;
         let (bytes, origin) = match &args.module {
             Some(path) => (
@@ -148,6 +189,7 @@ impl Controller {
             Some(path) => Source::File(path.display().to_string()),
             None => Source::Embedded,
         };
+        let metrics = Arc::new(Metrics::default());
         let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
         let policy = Arc::new(ActivePolicy::with_source(
             sandbox,
@@ -156,9 +198,29 @@ impl Controller {
             Some(rollback_tx),
         ));
 
+        // `stop` ends the workers, informers and module manager; `release` then ends the
+        // elector, which releases the lease only after the last sync is done.
+        let (stop, stop_rx) = watch::channel(false);
+        let (release, release_rx) = watch::channel(false);
+        let (leading_tx, leading) = watch::channel(!args.leader_elect);
+        let mut elector = None;
+        let mut holder = None;
+        if args.leader_elect {
+            let namespace =
+                args.leader_elect_resource_namespace.clone().unwrap_or_else(|| args.module_namespace.clone());
+            let identity = format!("{}_{}", hostname(), uuid_like());
+            let mut config = LeaderElectionConfig::new(namespace, &args.leader_elect_resource_name, identity);
+            config.lease_duration = args.leader_elect_lease_duration;
+            config.renew_deadline = args.leader_elect_renew_deadline;
+            config.retry_period = args.leader_elect_retry_period;
+            config.release_on_cancel = true;
+            let le = LeaderElector::new(client.clone(), config).map_err(|e| anyhow::anyhow!("leader election: {e}"))?;
+            holder = Some(le.handle());
+            elector = Some(tokio::spawn(le.run(release_rx, leading_tx)));
+        }
+
         let (recorder, writer) = events::new_recorder(client.clone(), RecorderConfig::default());
         let events = tokio::spawn(writer.run());
-        let (stop, stop_rx) = watch::channel(false);
         if args.watch_modules {
             let manager = ModuleManager::new(
                 client.clone(),
@@ -166,39 +228,153 @@ impl Controller {
                 policy.clone(),
                 recorder.clone(),
                 rollback_rx,
-            );
+            )
+            .with_metrics(metrics.clone())
+            .writing_when(leading.clone());
             tokio::spawn(manager.run(stopped(stop_rx.clone())));
         }
         let consistency = ConsistencyStore::default();
-        let pod_control = KubePodControl::new(client.clone(), recorder, consistency.clone());
+        let pod_control = KubePodControl::new(client.clone(), recorder.clone(), consistency.clone());
         let engine_config = EngineConfig { namespace: args.namespace.clone(), ..EngineConfig::default() };
         let engine = Engine::start(
             watch_client,
             &engine_config,
-            policy,
-            consistency,
-            pod_control,
-            KubeReplicaSetControl::new(client),
+            Collaborators {
+                policy: policy.clone(),
+                consistency,
+                metrics: metrics.clone(),
+                pod_control,
+                rs_control: KubeReplicaSetControl::new(client),
+            },
             stop_rx.clone(),
         );
-        let workers = tokio::spawn({
-            let (engine, count) = (engine.clone(), args.workers);
-            async move { engine.run_workers(count, stop_rx).await }
+        metrics.attach(Live {
+            queue: engine.shared.queue.clone(),
+            requests: client_stats,
+            events: recorder,
+            policy,
+            leading: leading.clone(),
         });
-        Ok(Self { engine, stop, workers, events, grace: Duration::from_secs(args.shutdown_grace_seconds) })
+
+        let http_addr = match args.http_addr.as_str() {
+            "off" => None,
+            addr => {
+                let addr: SocketAddr =
+                    addr.parse().with_context(|| format!("--http-addr {addr:?} is not host:port"))?;
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the HTTP server to {addr}"))?;
+                let bound = listener.local_addr()?;
+                let readiness = readiness(engine.clone(), leading.clone(), holder);
+                tokio::spawn(server::serve(listener, metrics.clone(), readiness, stopped(release.subscribe())));
+                Some(bound)
+            }
+        };
+        let workers = tokio::spawn(lead(engine.clone(), args.workers, leading.clone(), stop_rx));
+        Ok(Self {
+            engine,
+            leading,
+            http_addr,
+            stop,
+            release,
+            workers,
+            elector,
+            events,
+            grace: Duration::from_secs(args.shutdown_grace_seconds),
+        })
     }
 
-    /// Stops taking keys, waits up to the grace period for the syncs in flight, stops the
-    /// informers and flushes queued events.
+    /// Where /healthz, /readyz and /metrics are served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Stops taking keys, waits up to the grace period for the syncs in flight, then releases the
+    /// lease, stops the informers and flushes queued events.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         if tokio::time::timeout(self.grace, self.workers).await.is_err() {
             tracing::warn!(grace = ?self.grace, "syncs still running after the grace period; exiting anyway");
         }
+        let _ = self.release.send(true);
+        if let Some(elector) = self.elector {
+            let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+        }
         drop(self.engine);
         // The writer ends once every recorder is gone and its queue is empty.
         let _ = tokio::time::timeout(Duration::from_secs(2), self.events).await;
     }
+}
+
+/// Runs the workers whenever this replica leads. Losing the lease aborts them at once — a
+/// replica that may no longer be the leader must not write — and the caches stay warm for the
+/// next term.
+async fn lead(
+    engine: Arc<Engine<KubePodControl, KubeReplicaSetControl>>,
+    workers: usize,
+    mut leading: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stopped(stop.clone()) => return,
+            ok = async { leading.wait_for(|l| *l).await.map(|_| ()) } => if ok.is_err() { return },
+        }
+        tracing::info!("leading: syncing");
+        let (term_tx, term_rx) = watch::channel(false);
+        let run = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.run_workers(workers, term_rx).await })
+        };
+        tokio::select! {
+            _ = stopped(stop.clone()) => {
+                // Shutdown: no new keys; the syncs in flight finish (the caller bounds the wait).
+                let _ = term_tx.send(true);
+                let _ = run.await;
+                return;
+            }
+            // A closed channel (no leader election) means leadership can never be lost.
+            _ = async { if leading.wait_for(|l| !*l).await.is_err() { std::future::pending::<()>().await } } => {
+                tracing::warn!("lost the lease: stopping every sync now");
+                run.abort();
+            }
+        }
+    }
+}
+
+/// `/readyz`: caches synced and no access denied; says whether this replica leads.
+fn readiness(
+    engine: Arc<Engine<KubePodControl, KubeReplicaSetControl>>,
+    leading: watch::Receiver<bool>,
+    holder: Option<LeaderHandle>,
+) -> server::Readiness {
+    Box::new(move || {
+        let note = engine.readiness()?;
+        let role = match (&holder, *leading.borrow()) {
+            (None, _) => "no leader election".to_string(),
+            (Some(_), true) => "leading".to_string(),
+            (Some(h), false) => format!("standing by (leader: {})", h.holder().unwrap_or_else(|| "none".into())),
+        };
+        Ok(format!("{note}; {role}"))
+    })
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .unwrap_or_else(|| "host".into())
+}
+
+/// A random suffix so two processes on one host never share an identity.
+fn uuid_like() -> String {
+    let mut bytes = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut bytes);
+    }
+    hex::encode(bytes)
 }
 
 /// Runs the controller until SIGINT or SIGTERM.

@@ -20,7 +20,18 @@ struct Flags {
 /// `ns`; `flags` are extra `host run` flags. Stop it with [`Controller::shutdown`].
 pub async fn start_controller(ns: &TestNamespace, flags: &[&str]) -> Result<Controller> {
     let kubeconfig = crate::shared().await?.kubeconfig_path().display().to_string();
-    let mut argv = vec!["host", "--kubeconfig", &kubeconfig, "--namespace", ns.name(), "--shutdown-grace-seconds", "5"];
+    // One replica per test: no leader election; an ephemeral port for the HTTP endpoints.
+    let mut argv = vec![
+        "host",
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        ns.name(),
+        "--shutdown-grace-seconds",
+        "5",
+        "--leader-elect=false",
+        "--http-addr=127.0.0.1:0",
+    ];
     argv.extend_from_slice(flags);
     let flags = Flags::try_parse_from(argv)?;
     Controller::start(&flags.run).await

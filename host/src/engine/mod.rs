@@ -12,11 +12,15 @@ pub mod sync;
 #[cfg(test)]
 mod tests;
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::{Api, Client, runtime::watcher};
 use tokio::sync::{broadcast, watch};
+use tracing::Instrument;
 
 pub use status::{KubeReplicaSetControl, ReplicaSetControl};
 pub use sync::{SyncError, SyncReport};
@@ -29,6 +33,7 @@ use crate::{
         cached::{CachedPod, trim_replica_set},
         index::{PodIndex, ReplicaSetIndex},
     },
+    metrics::Metrics,
     pod_control::PodControl,
     policy::ActivePolicy,
     queue::WorkQueue,
@@ -71,6 +76,24 @@ pub struct Shared {
     /// Every sync's outcome, for whoever subscribes (the demo, tests); built only when someone
     /// listens.
     pub sync_log: broadcast::Sender<SyncRecord>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The last "access denied" a sync met (RBAC), until a sync succeeds; readiness reports it.
+    pub access_denied: Mutex<Option<String>>,
+}
+
+/// What the engine works with besides its informers.
+pub struct Collaborators<P, R> {
+    /// The policy module and its sandbox.
+    pub policy: Arc<ActivePolicy>,
+    /// Where pod writes are recorded for the consistency gate.
+    pub consistency: ConsistencyStore,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Pod writes.
+    pub pod_control: P,
+    /// ReplicaSet reads and status writes.
+    pub rs_control: R,
 }
 
 /// What one sync did, as the sync log reports it.
@@ -98,18 +121,15 @@ pub struct Engine<P: PodControl, R: ReplicaSetControl> {
 
 impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
     /// Starts the ReplicaSet and Pod informers on `client`; they run until `stop` turns true.
-    /// `consistency` is the store `pod_control` records its writes in.
     /// Workers are started separately ([`Engine::run_workers`]), so a standby replica can keep
     /// its caches warm without syncing.
     pub fn start(
         client: Client,
         config: &EngineConfig,
-        policy: Arc<ActivePolicy>,
-        consistency: ConsistencyStore,
-        pod_control: P,
-        rs_control: R,
+        with: Collaborators<P, R>,
         stop: watch::Receiver<bool>,
     ) -> Arc<Self> {
+        let Collaborators { policy, consistency, metrics, pod_control, rs_control } = with;
         let shared = Arc::new(Shared {
             replica_sets: ReplicaSetIndex::default(),
             pods: PodIndex::default(),
@@ -119,6 +139,8 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
             policy,
             burst_replicas: config.burst_replicas,
             sync_log: broadcast::channel(1024).0,
+            metrics,
+            access_denied: Mutex::new(None),
         });
         let (rs_api, pod_api): (Api<ReplicaSet>, Api<CachedPod>) = match &config.namespace {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
@@ -155,6 +177,8 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
             policy,
             burst_replicas,
             sync_log: broadcast::channel(64).0,
+            metrics: Arc::default(),
+            access_denied: Mutex::new(None),
         });
         Arc::new(Self {
             shared,
@@ -192,7 +216,8 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
                             _ = stop.wait_for(|s| *s) => break,
                             next = engine.shared.queue.get() => next,
                         };
-                        let Some((key, _queued_for)) = next else { break };
+                        let Some((key, queued_for)) = next else { break };
+                        engine.shared.metrics.observe_queue_wait(queued_for.as_secs_f64());
                         engine.process(&key).await;
                     }
                 })
@@ -209,17 +234,48 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
     async fn process(&self, key: &str) {
         let started = Instant::now();
         let queue = &self.shared.queue;
-        match self.sync_replica_set(key).await {
+        let serving = self.shared.policy.serving();
+        let span = tracing::info_span!("sync", key, module = %serving.module.digest.short());
+        let result = self.sync_replica_set(key).instrument(span.clone()).await;
+        let _entered = span.enter();
+        let metrics = &self.shared.metrics;
+        match &result {
             Ok(report) => {
                 queue.forget(key);
-                tracing::debug!(key, elapsed = ?started.elapsed(), ?report, "finished syncing");
+                self.shared.access_denied.lock().expect("access lock").take();
+                metrics.observe_sync("success", started.elapsed().as_secs_f64());
+                tracing::debug!(elapsed = ?started.elapsed(), "{}", report.summary());
             }
             Err(error) => {
-                tracing::warn!(key, %error, "sync failed, retrying with backoff");
+                metrics.observe_sync(error.label(), started.elapsed().as_secs_f64());
+                if let SyncError::StaleCache(stale) = error {
+                    metrics.stale_sync_skip(stale.resource.group_resource());
+                }
+                if error.is_access_denied() {
+                    *self.shared.access_denied.lock().expect("access lock") = Some(format!("sync {key}: {error}"));
+                }
+                // Upstream's HandleError line: "sync %q failed with %v".
+                tracing::warn!(%error, "sync failed, retrying with backoff");
                 queue.add_rate_limited(key);
             }
         }
-        queue.done(key);
+        if let Some(worked) = queue.done(key) {
+            metrics.observe_work(worked.as_secs_f64());
+        }
+    }
+
+    /// Whether the engine is ready: caches synced and no access denied; the text says why not.
+    pub fn readiness(&self) -> Result<String, String> {
+        if let Some(error) = self.rs_informer.last_error().or_else(|| self.pod_informer.last_error()) {
+            return Err(format!("watch failing: {error}"));
+        }
+        if !self.has_synced() {
+            return Err("caches not synced yet".into());
+        }
+        if let Some(denied) = self.shared.access_denied.lock().expect("access lock").clone() {
+            return Err(format!("access denied: {denied}"));
+        }
+        Ok(format!("caches synced ({} ReplicaSets, {} pods)", self.rs_informer.store.len(), self.shared.pods.len()))
     }
 }
 

@@ -8,7 +8,6 @@ use std::{
 };
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use tracing::Instrument;
 
 use super::{Engine, claims, scale};
 use crate::{
@@ -45,6 +44,14 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// RBAC refused one of the controller's requests (readiness reports it). The API server's
+    /// message for that is `<resource> is forbidden: User "<user>" cannot <verb> resource ...`;
+    /// a quota refusal is also a 403 but says "exceeded quota", and is no access problem.
+    pub fn is_access_denied(&self) -> bool {
+        let text = self.to_string();
+        text.contains("is forbidden: User ") && text.contains(" cannot ")
+    }
+
     /// A short, stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -107,9 +114,8 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
     pub async fn sync_replica_set(&self, key: &str) -> Result<SyncReport, SyncError> {
         let serving = self.shared.policy.serving();
         let module = serving.module.clone();
-        let span = tracing::info_span!("sync", key, module = %module.digest.short());
         let mut plan_text = None;
-        let result = self.sync_with(key, module.clone(), &mut plan_text).instrument(span).await;
+        let result = self.sync_with(key, module.clone(), &mut plan_text).await;
         match &result {
             Err(SyncError::Guest(error)) => self.shared.policy.record_failure(&serving, key, error),
             Ok(report) if !report.gone => self.shared.policy.record_success(&serving),
@@ -165,7 +171,13 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
             let key_arc: Arc<str> = Arc::from(key);
             let snapshot = Arc::new(projection.snapshot);
             let guest_started = Instant::now();
-            let (outcome, _stats) = shared.policy.sandbox().reconcile(&module, &key_arc, &snapshot).await?;
+            let (outcome, stats) = shared
+                .policy
+                .sandbox()
+                .reconcile(&module, &key_arc, &snapshot)
+                .await
+                .inspect_err(|e| shared.metrics.guest_failure(e))?;
+            shared.metrics.observe_guest_call(&module.digest.short(), "reconcile", &stats);
             report.guest_time += guest_started.elapsed();
             if plans == 1 {
                 // The shadow candidate sees the same snapshot; its plan is compared, never applied.

@@ -8,7 +8,7 @@ use std::{
     collections::HashMap,
     fmt::Debug,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -41,6 +41,7 @@ pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
     pub store: Store<K>,
     synced: watch::Receiver<bool>,
     last_resource_version: Arc<AtomicU64>,
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Informer<K> {
@@ -49,6 +50,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Informer<K> {
             store: self.store.clone(),
             synced: self.synced.clone(),
             last_resource_version: self.last_resource_version.clone(),
+            last_error: self.last_error.clone(),
         }
     }
 }
@@ -69,6 +71,7 @@ where
         let (store, writer) = store();
         let (synced_tx, synced) = watch::channel(false);
         let last_resource_version = Arc::new(AtomicU64::new(0));
+        let last_error = Arc::new(Mutex::new(None));
         let loop_state = EventLoop {
             writer,
             store: store.clone(),
@@ -77,9 +80,10 @@ where
             relist: None,
             synced: synced_tx,
             last_rv: last_resource_version.clone(),
+            last_error: last_error.clone(),
         };
         tokio::spawn(loop_state.run(api, config, shutdown));
-        Self { store, synced, last_resource_version }
+        Self { store, synced, last_resource_version, last_error }
     }
 
     /// An informer with no watch behind it, synced and up to date with every write (for
@@ -88,7 +92,7 @@ where
     pub fn detached() -> Self {
         let (store, _writer) = store();
         let (_, synced) = watch::channel(true);
-        Self { store, synced, last_resource_version: Arc::new(AtomicU64::new(u64::MAX)) }
+        Self { store, synced, last_resource_version: Arc::new(AtomicU64::new(u64::MAX)), last_error: Arc::default() }
     }
 
     /// Resolves once the first full list is in the store and its handlers have run.
@@ -101,6 +105,11 @@ where
     /// Whether the first list has been processed.
     pub fn has_synced(&self) -> bool {
         *self.synced.borrow()
+    }
+
+    /// The watch's last error, until the watch works again (e.g. a 403 when RBAC denies list).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("informer error lock").clone()
     }
 
     /// The highest resourceVersion this informer has processed (0 when unknown).
@@ -119,6 +128,7 @@ struct EventLoop<K: Resource<DynamicType = ()> + Clone + 'static, H> {
     relist: Option<Vec<ObjectRef<K>>>,
     synced: watch::Sender<bool>,
     last_rv: Arc<AtomicU64>,
+    last_error: Arc<Mutex<Option<String>>>,
 }
 
 impl<K, H> EventLoop<K, H>
@@ -137,9 +147,15 @@ where
                 event = events.next() => event,
             };
             match event {
-                Some(Ok(event)) => self.handle(event),
+                Some(Ok(event)) => {
+                    self.last_error.lock().expect("informer error lock").take();
+                    self.handle(event);
+                }
                 // The watcher retries with backoff by itself; say why it is retrying.
-                Some(Err(error)) => tracing::warn!(%kind, %error, "watch failed, retrying"),
+                Some(Err(error)) => {
+                    tracing::warn!(%kind, %error, "watch failed, retrying");
+                    *self.last_error.lock().expect("informer error lock") = Some(format!("{kind}: {error}"));
+                }
                 None => break,
             }
         }

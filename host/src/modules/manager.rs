@@ -16,7 +16,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{
     conformance,
@@ -24,6 +24,7 @@ use super::{
 };
 use crate::{
     events::{EventRecorder, EventType},
+    metrics::Metrics,
     policy::{ActivePolicy, RollbackRequest, Serving, Shadow, Source},
     sandbox::PolicyModule,
 };
@@ -51,6 +52,10 @@ pub struct ModuleManager {
     evaluated: HashMap<String, (i64, Option<String>)>,
     rollbacks: mpsc::UnboundedReceiver<RollbackRequest>,
     shadow_reported: Option<ShadowSummary>,
+    metrics: Arc<Metrics>,
+    /// Statuses and events are written only while this is true (the leader writes; standbys
+    /// follow the objects so they serve the same module after a failover).
+    writes: watch::Receiver<bool>,
 }
 
 impl ModuleManager {
@@ -73,7 +78,21 @@ impl ModuleManager {
             evaluated: HashMap::new(),
             rollbacks,
             shadow_reported: None,
+            metrics: Arc::default(),
+            writes: watch::channel(true).1,
         }
+    }
+
+    /// Counts activations, rejections and rollbacks in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Writes statuses and events only while `leading` is true.
+    pub fn writing_when(mut self, leading: watch::Receiver<bool>) -> Self {
+        self.writes = leading;
+        self
     }
 
     /// Runs until `stop` resolves.
@@ -146,7 +165,12 @@ impl ModuleManager {
         self.evaluated.insert(uid, (generation, token));
         let status = obj.status.clone().unwrap_or_default();
         if status.phase == Some(Phase::RolledBack) && status.observed_generation == Some(generation) {
-            // Rolled back before (maybe by an earlier host): stays so until a new generation.
+            // Rolled back (by the leader, or an earlier host): stays so until a new generation.
+            // A standby serving it follows, so a failover does not bring it back.
+            let serving = self.policy.serving();
+            if is_source(&serving.source, obj) {
+                self.roll_back(&serving, status.message.as_deref().unwrap_or("rolled back by the leader"), None).await;
+            }
             return;
         }
         let name = obj.name_any();
@@ -156,6 +180,7 @@ impl ModuleManager {
             Err(e) => {
                 let reason = format!("{e:#}");
                 tracing::warn!(object = %name, %reason, "module rejected; the serving module is unchanged");
+                self.metrics.module_swap("rejected");
                 self.event(obj, EventType::Warning, "Rejected", &reason);
                 self.write_status(obj, Phase::Rejected, None, &reason, None).await;
                 return;
@@ -183,6 +208,7 @@ impl ModuleManager {
                     module.contract_version
                 );
                 tracing::info!(object = %name, module = %module.digest, from = %previous.module.digest.short(), "policy module activated");
+                self.metrics.module_swap("activated");
                 self.event(
                     obj,
                     EventType::Normal,
@@ -198,6 +224,7 @@ impl ModuleManager {
                 let previous = self.policy.set_shadow(Some(Shadow::new(serving)));
                 self.shadow_reported = None;
                 tracing::info!(object = %name, module = %module.digest, "shadow module started: its plans are compared, never applied");
+                self.metrics.module_swap("shadowed");
                 self.event(
                     obj,
                     EventType::Normal,
@@ -291,6 +318,7 @@ impl ModuleManager {
             None => format!("rolled back to {} ({}): {reason}", good.module.digest.short(), good.source),
         };
         tracing::warn!(module = %failed.module.digest, to = %good.module.digest, "{message}");
+        self.metrics.module_swap("rolled_back");
         if let Source::Object { name, .. } = &failed.source
             && let Ok(obj) = self.objects.get(name).await
         {
@@ -327,6 +355,9 @@ impl ModuleManager {
 
     /// Writes the shadow counters to the shadow object when they changed.
     async fn report_shadow(&mut self) {
+        if !*self.writes.borrow() {
+            return;
+        }
         let Some(shadow) = self.policy.shadow() else { return };
         let Source::Object { name, .. } = &shadow.candidate.source else { return };
         let example = shadow.example.lock().expect("shadow example lock").clone();
@@ -348,6 +379,9 @@ impl ModuleManager {
     }
 
     fn event(&self, obj: &ReconcileModule, kind: EventType, reason: &str, message: &str) {
+        if !*self.writes.borrow() {
+            return;
+        }
         let reference = ObjectReference {
             api_version: Some(ReconcileModule::api_version(&()).into_owned()),
             kind: Some("ReconcileModule".into()),
@@ -380,6 +414,9 @@ impl ModuleManager {
         since: Option<Time>,
         failing_key: Option<String>,
     ) {
+        if !*self.writes.borrow() {
+            return;
+        }
         let now = Time(jiff::Timestamp::now());
         let generation = obj.metadata.generation;
         let condition = |type_: &str, ok: bool, reason: &str| Condition {

@@ -95,6 +95,12 @@ struct Inner {
     permits: Arc<Semaphore>,
 }
 
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("limits", &self.inner.limits).finish_non_exhaustive()
+    }
+}
+
 impl Sandbox {
     /// Builds the engine (pooling allocator when the address space allows it) and starts the
     /// epoch ticker that enforces deadlines.

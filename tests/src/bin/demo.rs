@@ -48,7 +48,15 @@ async fn main() -> Result<()> {
 
     step("starting the host with the embedded default policy");
     let kubeconfig = cp.kubeconfig_path().display().to_string();
-    let args = RunArgs::from_flags(["--kubeconfig", &kubeconfig, "--namespace", ns.name()])?;
+    let args = RunArgs::from_flags([
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        ns.name(),
+        "--leader-elect=false",
+        "--watch-modules=false",
+        "--http-addr=127.0.0.1:0",
+    ])?;
     let controller = Controller::start(&args).await?;
     let mut log = controller.engine.shared.sync_log.subscribe();
     controller.engine.wait_synced().await;
