@@ -172,7 +172,11 @@ impl Controller {
         // Like kube-controller-manager, the informers and the controller use separate clients,
         // each with its own QPS/burst budget, so watches never compete with pod writes.
         let (client, client_stats) = client::build_client(config.clone(), args.kube_api_qps, args.kube_api_burst)?;
-        let (watch_client, _) = client::build_client(config, args.kube_api_qps, args.kube_api_burst)?;
+        let (watch_client, _) = client::build_client(config.clone(), args.kube_api_qps, args.kube_api_burst)?;
+        // Leader election gets a client of its own too (as in kube-controller-manager): lease
+        // renewals must never queue behind a burst of pod writes, or a busy leader would lose
+        // its lease in the middle of a large scale-up.
+        let (election_client, _) = client::build_client(config, args.kube_api_qps, args.kube_api_burst)?;
 
         // Compiled before anything else, so a standby is ready to sync the moment it leads.
         let sandbox = Sandbox::new(args.sandbox_limits())?;
@@ -214,7 +218,8 @@ impl Controller {
             config.renew_deadline = args.leader_elect_renew_deadline;
             config.retry_period = args.leader_elect_retry_period;
             config.release_on_cancel = true;
-            let le = LeaderElector::new(client.clone(), config).map_err(|e| anyhow::anyhow!("leader election: {e}"))?;
+            let le =
+                LeaderElector::new(election_client, config).map_err(|e| anyhow::anyhow!("leader election: {e}"))?;
             holder = Some(le.handle());
             elector = Some(tokio::spawn(le.run(release_rx, leading_tx)));
         }

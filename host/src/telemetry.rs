@@ -12,10 +12,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber (once; later calls are no-ops).
+/// Installs the global subscriber (once; later calls are no-ops). kube-runtime's watcher errors
+/// are left out by default: the informers log each one once, with what they will do about it.
 pub fn init(format: LogFormat) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube=warn,kube_runtime::watcher=off,tower=warn,hyper=warn"));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),

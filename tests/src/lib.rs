@@ -39,6 +39,7 @@
 pub mod binaries;
 pub mod controller;
 pub mod controlplane;
+pub mod deploy;
 pub mod differential;
 pub mod kcm;
 pub mod kubeconfig;

@@ -4,12 +4,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use host::modules::resource::{
-    Base64, Mode, ModuleSource, Phase, ReconcileModule, ReconcileModuleSpec, ReconcileModuleStatus,
+    Base64, ConfigMapKey, Mode, ModuleSource, Phase, ReconcileModule, ReconcileModuleSpec, ReconcileModuleStatus,
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::{
+    ByteString, api::core::v1::ConfigMap,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
     Api, CustomResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use tokio::sync::OnceCell;
 
@@ -47,6 +50,29 @@ pub async fn install_crd(client: &kube::Client) -> Result<()> {
 pub async fn push(ns: &TestNamespace, name: &str, bytes: &[u8], mode: Mode) -> Result<ReconcileModule> {
     let spec =
         ReconcileModuleSpec { module: ModuleSource { inline: Some(Base64(bytes.to_vec())), config_map: None }, mode };
+    Ok(ns.api::<ReconcileModule>().create(&PostParams::default(), &ReconcileModule::new(name, spec)).await?)
+}
+
+/// Stores `bytes` in ConfigMap `config_map` (key `module.wasm`) and creates ReconcileModule `name`
+/// referring to it, in `mode` — the path `host module push` takes for large modules.
+pub async fn push_via_config_map(
+    ns: &TestNamespace,
+    name: &str,
+    config_map: &str,
+    bytes: &[u8],
+    mode: Mode,
+) -> Result<ReconcileModule> {
+    let cm = ConfigMap {
+        metadata: ObjectMeta { name: Some(config_map.into()), ..Default::default() },
+        binary_data: Some([("module.wasm".to_string(), ByteString(bytes.to_vec()))].into()),
+        ..Default::default()
+    };
+    ns.api::<ConfigMap>().create(&PostParams::default(), &cm).await?;
+    let source = ModuleSource {
+        inline: None,
+        config_map: Some(ConfigMapKey { name: config_map.into(), key: "module.wasm".into() }),
+    };
+    let spec = ReconcileModuleSpec { module: source, mode };
     Ok(ns.api::<ReconcileModule>().create(&PostParams::default(), &ReconcileModule::new(name, spec)).await?)
 }
 

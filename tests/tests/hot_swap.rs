@@ -6,25 +6,21 @@ use anyhow::Result;
 use host::{
     modules::{
         cli::{ModuleCommand, Target},
-        resource::{ConfigMapKey, Mode, ModuleSource, Phase, ReconcileModule, ReconcileModuleSpec},
+        resource::{Mode, Phase, ReconcileModule},
     },
     policy::Source,
 };
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{
-    ByteString,
-    api::{
-        apps::v1::ReplicaSet,
-        core::v1::{ConfigMap, Pod},
-    },
+    api::{apps::v1::ReplicaSet, core::v1::Pod},
     apimachinery::pkg::apis::meta::v1::Time,
 };
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use tests::{
     TestNamespace,
     controller::{replica_set, start_controller},
     eventually,
-    modules::{install_crd, push, wait_phase},
+    modules::{install_crd, push, push_via_config_map, wait_phase},
     ns, pods,
 };
 
@@ -247,20 +243,7 @@ async fn the_cli_validates_locally_before_pushing_and_waits_for_the_verdict() ->
 #[tokio::test]
 async fn a_module_can_come_from_a_config_map() -> Result<()> {
     let (ns, controller) = setup().await?;
-    let cm = ConfigMap {
-        metadata: ObjectMeta { name: Some("policy-bytes".into()), ..Default::default() },
-        binary_data: Some([("module.wasm".to_string(), ByteString(test_guests::NEWEST_FIRST.to_vec()))].into()),
-        ..Default::default()
-    };
-    ns.api::<ConfigMap>().create(&PostParams::default(), &cm).await?;
-    let spec = ReconcileModuleSpec {
-        module: ModuleSource {
-            inline: None,
-            config_map: Some(ConfigMapKey { name: "policy-bytes".into(), key: "module.wasm".into() }),
-        },
-        mode: Mode::Active,
-    };
-    ns.api::<ReconcileModule>().create(&PostParams::default(), &ReconcileModule::new("from-cm", spec)).await?;
+    push_via_config_map(&ns, "from-cm", "policy-bytes", test_guests::NEWEST_FIRST, Mode::Active).await?;
     wait_phase(&ns, "from-cm", Phase::Active, VERDICT).await?;
     controller.shutdown().await;
     Ok(())

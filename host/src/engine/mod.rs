@@ -205,6 +205,10 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
     /// and this returns once the syncs in flight have finished.
     pub async fn run_workers(self: &Arc<Self>, workers: usize, stop: watch::Receiver<bool>) {
         self.wait_synced().await;
+        if !self.has_synced() {
+            // Stopped before the caches ever synced.
+            return;
+        }
         tracing::info!(workers, "caches synced, starting workers");
         let tasks: Vec<_> = (0..workers)
             .map(|_| {
