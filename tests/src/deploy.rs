@@ -371,6 +371,20 @@ impl HostProcess {
         Ok(())
     }
 
+    /// SIGTERM, as the kubelet sends when a pod stops: the host finishes its syncs in flight,
+    /// releases the lease and exits.
+    pub fn terminate(&self) -> Result<()> {
+        if self.process.exit_status().is_some() {
+            bail!("{} already exited", self.process.name());
+        }
+        // SAFETY: plain syscall on our own unreaped child.
+        let rc = unsafe { libc::kill(self.process.pid() as libc::pid_t, libc::SIGTERM) };
+        if rc != 0 {
+            bail!("kill({}, SIGTERM) failed: {}", self.process.pid(), std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// The log's lines parsed as JSON (the host runs with `--log-format json`); a line that is
     /// not JSON is an error.
     pub fn json_log(&self) -> Result<Vec<Value>> {

@@ -583,6 +583,38 @@ async fn two_replicas_elect_one_leader_and_a_killed_leader_is_replaced_without_e
 }
 
 #[tokio::test]
+async fn sigterm_lets_syncs_finish_releases_the_lease_and_exits_zero() -> Result<()> {
+    const REPLICAS: usize = 40;
+    let setup = Setup::new(|_| Ok(())).await?;
+    let ns = &setup.ns;
+    let host = setup.start_host("host-t").await?;
+    host.wait_readyz(200, "; leading", SOON).await?;
+    let counter = PodCounter::start(ns).await?;
+    ns.api::<ReplicaSet>().create(&PostParams::default(), &replica_set("busy", REPLICAS as i32)).await?;
+    eventually("pods being created", SOON, || async { Ok((counter.current() >= 3).then_some(())) }).await?;
+
+    host.terminate()?;
+    let exit =
+        eventually("the host to exit", Duration::from_secs(30), || async { Ok(host.process().exit_status()) }).await?;
+    ensure!(exit == "exit code 0", "the host ended with {exit}: {}", host.process().log_tail(30));
+    let lease = ns.api::<Lease>().get("wasm-replicaset-controller").await?;
+    let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    ensure!(holder.is_empty(), "the lease is still held by {holder:?} after a clean shutdown");
+    let messages: Vec<String> =
+        host.json_log()?.iter().filter_map(|l| l["message"].as_str().map(str::to_string)).collect();
+    for expected in ["shutting down: no new syncs; waiting for the syncs in flight", "released the lease", "stopped"] {
+        ensure!(messages.iter().any(|m| m.starts_with(expected)), "no {expected:?} in the log: {messages:?}");
+    }
+    // Nothing beyond spec, and nothing more once it is gone.
+    consistently("no pod created after the exit", Duration::from_secs(2), || async {
+        Ok(counter.current() <= REPLICAS)
+    })
+    .await?;
+    ensure_never_above(&counter, REPLICAS)?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_handover_lease_keeps_the_replicas_standing_by_until_it_is_deleted() -> Result<()> {
     let setup = Setup::new(|_| Ok(())).await?;
     let ns = &setup.ns;
