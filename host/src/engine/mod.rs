@@ -6,6 +6,8 @@
 
 mod claims;
 pub mod handlers;
+#[cfg(test)]
+mod handlers_tests;
 mod scale;
 pub mod status;
 pub mod sync;

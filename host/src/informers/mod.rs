@@ -241,3 +241,85 @@ pub fn ref_of<K: Resource<DynamicType = ()>>(key: &str) -> ObjectRef<K> {
         None => ObjectRef::new(key),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    use super::*;
+
+    /// Records handler calls as `add a`, `update a`, `delete a`.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Handler<ConfigMap> for Recorder {
+        fn on_add(&self, obj: &Arc<ConfigMap>) {
+            self.0.lock().unwrap().push(format!("add {}", key_of(obj.as_ref())));
+        }
+        fn on_update(&self, _: &Arc<ConfigMap>, new: &Arc<ConfigMap>) {
+            self.0.lock().unwrap().push(format!("update {}", key_of(new.as_ref())));
+        }
+        fn on_delete(&self, obj: &Arc<ConfigMap>) {
+            self.0.lock().unwrap().push(format!("delete {}", key_of(obj.as_ref())));
+        }
+    }
+
+    fn cm(name: &str, rv: &str) -> ConfigMap {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name, "namespace": "ns", "resourceVersion": rv}}),
+        )
+        .unwrap()
+    }
+
+    fn event_loop(recorder: Arc<Recorder>) -> EventLoop<ConfigMap, Recorder> {
+        let (store, writer) = store();
+        EventLoop {
+            writer,
+            store,
+            handler: recorder,
+            trim: |_| {},
+            relist: None,
+            synced: watch::channel(false).0,
+            last_rv: Arc::default(),
+            last_error: Arc::default(),
+        }
+    }
+
+    fn relist(l: &mut EventLoop<ConfigMap, Recorder>, objects: &[ConfigMap]) {
+        l.handle(watcher::Event::Init);
+        for o in objects {
+            l.handle(watcher::Event::InitApply(o.clone()));
+        }
+        l.handle(watcher::Event::InitDone);
+    }
+
+    #[test]
+    fn handlers_fire_only_once_a_list_is_complete_and_see_old_and_new() {
+        let recorder = Arc::new(Recorder::default());
+        let mut l = event_loop(recorder.clone());
+        l.handle(watcher::Event::Init);
+        l.handle(watcher::Event::InitApply(cm("a", "1")));
+        assert!(recorder.0.lock().unwrap().is_empty(), "no handler before InitDone: the store is not swapped yet");
+        l.handle(watcher::Event::InitDone);
+        l.handle(watcher::Event::Apply(cm("a", "2")));
+        l.handle(watcher::Event::Apply(cm("b", "3")));
+        l.handle(watcher::Event::Delete(cm("b", "4")));
+        assert_eq!(*recorder.0.lock().unwrap(), ["add ns/a", "update ns/a", "add ns/b", "delete ns/b"]);
+        assert!(*l.synced.borrow());
+        assert_eq!(l.last_rv.load(Ordering::Acquire), 4);
+    }
+
+    #[test]
+    fn an_object_that_vanished_while_the_watch_was_down_becomes_a_delete() {
+        // client-go's DeletedFinalStateUnknown (upstream TestDeleteFinalStateUnknown).
+        let recorder = Arc::new(Recorder::default());
+        let mut l = event_loop(recorder.clone());
+        relist(&mut l, &[cm("a", "1"), cm("b", "2")]);
+        recorder.0.lock().unwrap().clear();
+        relist(&mut l, &[cm("b", "5"), cm("c", "6")]);
+        assert_eq!(*recorder.0.lock().unwrap(), ["update ns/b", "add ns/c", "delete ns/a"]);
+        assert!(l.store.get(&ObjectRef::new("a").within("ns")).is_none());
+    }
+}
