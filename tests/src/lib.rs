@@ -36,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod binaries;
 pub mod controller;
 pub mod controlplane;

@@ -204,7 +204,7 @@ async fn pod_names(pods: &Api<Pod>) -> Result<Vec<String>> {
 async fn show_pods(pods: &Api<Pod>) -> Result<()> {
     let mut list = pods.list(&ListParams::default()).await?.items;
     list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    println!("  {:<14} {:<9} {:<6} {:<8} {}", "POD", "PHASE", "READY", "NODE", "DELETION-COST");
+    println!("  {:<14} {:<9} {:<6} {:<8} DELETION-COST", "POD", "PHASE", "READY", "NODE");
     for pod in list.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
         let status = pod.status.clone().unwrap_or_default();
         let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
@@ -243,7 +243,7 @@ async fn show_events(events: &Api<Event>) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut list = events.list(&ListParams::default()).await?.items;
     list.sort_by(|a, b| a.first_timestamp.cmp(&b.first_timestamp).then(a.metadata.name.cmp(&b.metadata.name)));
-    println!("  {:<8} {:<18} {:<6} {:<22} {}", "TYPE", "REASON", "COUNT", "FROM", "MESSAGE");
+    println!("  {:<8} {:<18} {:<6} {:<22} MESSAGE", "TYPE", "REASON", "COUNT", "FROM");
     let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
     for e in &list {
         *by_reason.entry(e.reason.clone().unwrap_or_default()).or_default() += 1;

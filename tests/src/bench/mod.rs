@@ -1,0 +1,313 @@
+//! The benchmark suite: every scenario under kube-controller-manager (ReplicaSet controller only)
+//! and under the host, alternating, each run on a fresh control plane, at kube-controller-manager's
+//! default client limits and with limits raised so the API server is the bottleneck; plus the raw
+//! limit (a plain client creating the pods), a steady state holding many pods, and hot-swap
+//! latency. Prints progress, then a table, and writes `BENCHMARKS.md`.
+//!
+//! Run: `cargo run --release -p tests --bin bench` (full, < 20 min on 2 cores) or with `--quick`
+//! (< 3 min). See [`Options`].
+
+pub mod client;
+pub mod procfs;
+pub mod prom;
+pub mod report;
+pub mod scenarios;
+pub mod subject;
+pub mod swap;
+pub mod tracker;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use report::{Results, SteadyRow, SwapRow};
+use scenarios::{Phase, Scenario, SteadyPlane};
+use subject::{Limits, Subject};
+
+/// Command-line options of `bench`.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "bench", about = "Benchmarks the host against kube-controller-manager's ReplicaSet controller")]
+pub struct Options {
+    /// Smaller scenarios (3 runs, under 3 minutes): a smoke test of the numbers, not the report.
+    #[arg(long)]
+    pub quick: bool,
+    /// Alternating runs per scenario and controller (the median of these is reported).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Where to write the report [default: BENCHMARKS.md at the workspace root; with --quick,
+    /// target/BENCHMARKS-quick.md].
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Print the report only.
+    #[arg(long)]
+    pub no_write: bool,
+    /// Raised limits: QPS.
+    #[arg(long, default_value_t = 1000.0)]
+    pub raised_qps: f32,
+    /// Raised limits: burst.
+    #[arg(long, default_value_t = 1000)]
+    pub raised_burst: u32,
+    /// Raised limits: workers (both controllers).
+    #[arg(long, default_value_t = 5)]
+    pub raised_workers: u32,
+    /// Also run the full scenario sizes at kube-controller-manager's default limits (20/30). They
+    /// are bound by the 20 requests/s token bucket, so this alone takes about 45 minutes.
+    #[arg(long)]
+    pub full_size_at_default_limits: bool,
+    /// Do not (re)build `host-process` first; use the one next to this binary as it is.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Run only these parts (comma-separated): default, raised, steady, swap, probe.
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+}
+
+static START: OnceLock<Instant> = OnceLock::new();
+
+/// Prints `[mm:ss] message` (time since the bench started) to stderr.
+pub fn progress(message: &str) {
+    let elapsed = START.get_or_init(Instant::now).elapsed().as_secs();
+    eprintln!("[{:02}:{:02}] {message}", elapsed / 60, elapsed % 60);
+}
+
+/// One tier of client limits and the scenarios run at it.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    /// `default` or `raised`.
+    pub key: &'static str,
+    /// The limits, the same for both controllers.
+    pub limits: Limits,
+    /// The scenarios.
+    pub scenarios: Vec<Scenario>,
+    /// Whether the raw limit runs alongside.
+    pub raw_limit: bool,
+    /// Why the sizes differ from the issue's, if they do.
+    pub note: Option<String>,
+}
+
+/// Everything one invocation runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The limit tiers.
+    pub tiers: Vec<Tier>,
+    /// Steady state: ReplicaSets × pods each.
+    pub steady: Option<(usize, i32)>,
+    /// Steady state: settle time before reading RSS, and the idle CPU window.
+    pub steady_settle: Duration,
+    /// See `steady_settle`.
+    pub steady_idle: Duration,
+    /// Swap: module sizes (bytes; 0 = unpadded) and measured swaps per size.
+    pub swap_sizes: Vec<usize>,
+    /// See `swap_sizes`.
+    pub swaps: usize,
+    /// Client probe: pods per slow-start sequence (0: skip).
+    pub probe_pods: usize,
+}
+
+const fn sc(rs: usize, replicas: i32, scale_to: Option<i32>) -> Scenario {
+    Scenario { rs, replicas, scale_to }
+}
+
+impl Plan {
+    /// The plan for `options`.
+    pub fn new(options: &Options) -> Self {
+        let raised = Limits { qps: options.raised_qps, burst: options.raised_burst, workers: options.raised_workers };
+        let wants = |part: &str| options.only.is_empty() || options.only.iter().any(|p| p == part);
+        let mut tiers = Vec::new();
+        let mut plan = if options.quick {
+            if wants("default") {
+                tiers.push(Tier {
+                    key: "default",
+                    limits: Limits::KCM_DEFAULTS,
+                    scenarios: vec![sc(1, 100, None)],
+                    raw_limit: false,
+                    note: None,
+                });
+            }
+            if wants("raised") {
+                tiers.push(Tier {
+                    key: "raised",
+                    limits: raised,
+                    scenarios: vec![sc(1, 100, None), sc(20, 5, Some(2))],
+                    raw_limit: true,
+                    note: None,
+                });
+            }
+            Plan {
+                tiers,
+                steady: wants("steady").then_some((10, 10)),
+                steady_settle: Duration::from_secs(2),
+                steady_idle: Duration::from_secs(3),
+                swap_sizes: if wants("swap") { vec![0, 300 * 1024] } else { vec![] },
+                swaps: 3,
+                probe_pods: if wants("probe") { 255 } else { 0 },
+            }
+        } else {
+            let full = vec![sc(1, 500, None), sc(100, 20, Some(5)), sc(1000, 1, None)];
+            if wants("raised") {
+                tiers.push(Tier {
+                    key: "raised",
+                    limits: raised,
+                    scenarios: full.clone(),
+                    raw_limit: true,
+                    note: None,
+                });
+            }
+            if wants("default") {
+                let (scenarios, note) = if options.full_size_at_default_limits {
+                    (full, None)
+                } else {
+                    (
+                        vec![sc(1, 500, None), sc(20, 20, Some(5)), sc(200, 1, None)],
+                        Some(
+                            "At 20 QPS every controller is bound by its token bucket: 100×20 alone is ~2,000 pod \
+                             creations plus ~2,000 event writes, ~200 s per run, and the full set ~45 min for 3×2 \
+                             runs. So the default-limits tier runs 1×500, 20×20 (→5) and 200×1, which exercise the \
+                             same code paths at the same request mix; `--full-size-at-default-limits` runs the \
+                             full sizes."
+                                .to_string(),
+                        ),
+                    )
+                };
+                tiers.push(Tier { key: "default", limits: Limits::KCM_DEFAULTS, scenarios, raw_limit: false, note });
+            }
+            Plan {
+                tiers,
+                steady: wants("steady").then_some((100, 100)),
+                steady_settle: Duration::from_secs(5),
+                steady_idle: Duration::from_secs(10),
+                swap_sizes: if wants("swap") { vec![0, 300 * 1024] } else { vec![] },
+                swaps: 5,
+                probe_pods: if wants("probe") { 511 } else { 0 },
+            }
+        };
+        plan.tiers.sort_by_key(|t| if t.key == "default" { 0 } else { 1 });
+        plan
+    }
+}
+
+/// Runs the benchmark and writes the report.
+pub async fn main(options: Options) -> Result<()> {
+    START.get_or_init(Instant::now);
+    let plan = Plan::new(&options);
+    if options.no_build {
+        anyhow::ensure!(
+            subject::host_process_path()?.exists(),
+            "{} is missing",
+            subject::host_process_path()?.display()
+        );
+    } else {
+        progress("building host-process (same profile) if needed");
+        subject::ensure_host_process()?;
+    }
+    let mut results = Results::new(&options, &plan);
+    let runs = options.runs.max(1);
+
+    for tier in &plan.tiers {
+        for scenario in &tier.scenarios {
+            for run in 1..=runs {
+                let mut subjects = vec![Subject::Upstream, Subject::Host];
+                if tier.raw_limit {
+                    subjects.push(Subject::Limit);
+                }
+                for subject in subjects {
+                    let label = format!(
+                        "{} {} | {} | run {run}/{runs} | {}",
+                        tier.key,
+                        tier.limits.label(),
+                        scenario.label(),
+                        subject.name()
+                    );
+                    let measured = scenarios::run(subject, tier.limits, *scenario)
+                        .await
+                        .with_context(|| format!("{label} failed"))?;
+                    let mut line = format!("{label}:");
+                    for (phase, m) in &measured {
+                        let what = match phase {
+                            Phase::Create => "create",
+                            Phase::ScaleDown => "scale-down",
+                        };
+                        if subject == Subject::Limit {
+                            line += &format!(" {what} {} pods in {:.2} s ({:.0}/s);", m.pods, m.wall, m.pod_rate);
+                        } else {
+                            line += &format!(
+                                " {what} {:.2} s, cpu {:.2} s, peak {:.0} MiB, {:.0} requests, {:.0} pods/s{};",
+                                m.wall,
+                                m.cpu,
+                                m.peak_rss_mib,
+                                m.requests,
+                                m.pod_rate,
+                                if m.quiet_timeout { " (writes still trailing after 30 s)" } else { "" }
+                            );
+                        }
+                    }
+                    progress(line.trim_end_matches(';'));
+                    for (phase, m) in measured {
+                        results.add(tier, scenario, phase, subject, m);
+                    }
+                }
+            }
+        }
+    }
+
+    if let Some((rs, per)) = plan.steady {
+        let pods = rs * per as usize;
+        progress(&format!(
+            "steady state: filling a control plane with {} pods ({rs} ReplicaSets)",
+            scenarios::group(pods as u64)
+        ));
+        let plane = SteadyPlane::prepare(rs, per).await?;
+        let mut row = SteadyRow { pods, ..SteadyRow::default() };
+        for run in 1..=runs {
+            for subject in [Subject::Upstream, Subject::Host] {
+                let m = plane
+                    .run(subject, Limits::KCM_DEFAULTS, plan.steady_settle, plan.steady_idle)
+                    .await
+                    .with_context(|| format!("steady state, {}, run {run}", subject.name()))?;
+                progress(&format!(
+                    "steady {} pods | run {run}/{runs} | {}: synced+converged {:.2} s, cpu {:.2} s, RSS {:.0} MiB (peak {:.0}), idle cpu {:.2} %, {:.0} requests",
+                    scenarios::group(pods as u64),
+                    subject.name(),
+                    m.startup,
+                    m.startup_cpu,
+                    m.rss_mib,
+                    m.peak_rss_mib,
+                    m.idle_cpu_pct,
+                    m.requests
+                ));
+                row.samples.entry(subject).or_default().push(m);
+            }
+        }
+        plane.cp.stop();
+        results.steady = Some(row);
+    }
+
+    if !plan.swap_sizes.is_empty() {
+        progress("swap latency: host watching ReconcileModules");
+        let bases: [&[u8]; 2] = [test_guests::NEWEST_FIRST, host::embedded::DEFAULT_POLICY];
+        let series = swap::run(&bases, &plan.swap_sizes, plan.swaps, Limits::KCM_DEFAULTS).await?;
+        results.swap = series.into_iter().map(|s| SwapRow { series: s }).collect();
+    }
+
+    if plan.probe_pods > 0 {
+        progress("client probe: slow-start batches with kube-rs's default client and with TCP_NODELAY");
+        let cp = crate::ControlPlane::start().await?;
+        results.probe = client::probe(&cp, plan.probe_pods, 3).await?;
+        cp.stop();
+    }
+
+    let markdown = results.markdown();
+    println!("\n{markdown}");
+    if !options.no_write {
+        let path = options.output.clone().unwrap_or_else(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+            if options.quick { root.join("target").join("BENCHMARKS-quick.md") } else { root.join("BENCHMARKS.md") }
+        });
+        std::fs::write(&path, &markdown).with_context(|| format!("writing {}", path.display()))?;
+        progress(&format!("wrote {}", path.display()));
+    }
+    progress("done");
+    Ok(())
+}
