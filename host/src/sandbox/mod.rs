@@ -11,7 +11,7 @@ pub mod guard_rails;
 mod module;
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Condvar, Mutex, PoisonError},
     thread,
     time::{Duration, Instant},
 };
@@ -93,6 +93,7 @@ struct Inner {
     linker: Linker<CallState>,
     limits: SandboxLimits,
     permits: Arc<Semaphore>,
+    ticker: EpochTicker,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -137,9 +138,9 @@ impl Sandbox {
         ReplicasetPolicy::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("defining the `log` import")?;
-        start_epoch_ticker(&engine);
+        let ticker = EpochTicker::start(&engine);
         let permits = Arc::new(Semaphore::new(slots as usize));
-        Ok(Self { inner: Arc::new(Inner { engine, linker, limits, permits }) })
+        Ok(Self { inner: Arc::new(Inner { engine, linker, limits, permits, ticker }) })
     }
 
     /// The limits every call runs under.
@@ -257,6 +258,7 @@ impl Sandbox {
         f: impl FnOnce(&ReplicasetPolicy, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<(R, CallStats), GuestError> {
         let limits = &self.inner.limits;
+        let _ticking = self.inner.ticker.ticking();
         let started = Instant::now();
         let state = CallState::new(key, module.digest, limits);
         let mut store = Store::new(&self.inner.engine, state);
@@ -375,17 +377,56 @@ impl contract::ReplicasetPolicyImports for CallState {
     }
 }
 
-/// Advances the engine's epoch every tick until the engine is dropped.
-fn start_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    thread::Builder::new()
-        .name("wasm-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                thread::sleep(EPOCH_TICK);
-            }
-        })
-        .expect("spawning the epoch ticker thread");
+/// Advances the engine's epoch every [`EPOCH_TICK`] while at least one guest call runs, and
+/// sleeps otherwise: an idle controller should not wake up 100 times a second (that was most of
+/// its idle CPU). The thread ends within a second of the engine being dropped.
+struct EpochTicker {
+    calls: Arc<(Mutex<usize>, Condvar)>,
+}
+
+/// Keeps the epoch advancing while it lives (one per guest call).
+struct Ticking<'a>(&'a EpochTicker);
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> Self {
+        let calls = Arc::new((Mutex::new(0usize), Condvar::new()));
+        let weak = engine.weak();
+        let shared = calls.clone();
+        thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                let (running, wake) = &*shared;
+                loop {
+                    let mut n = running.lock().unwrap_or_else(PoisonError::into_inner);
+                    while *n == 0 {
+                        let (guard, waited) =
+                            wake.wait_timeout(n, Duration::from_secs(1)).unwrap_or_else(PoisonError::into_inner);
+                        n = guard;
+                        if waited.timed_out() && weak.upgrade().is_none() {
+                            return;
+                        }
+                    }
+                    drop(n);
+                    let Some(engine) = weak.upgrade() else { return };
+                    engine.increment_epoch();
+                    drop(engine);
+                    thread::sleep(EPOCH_TICK);
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Self { calls }
+    }
+
+    fn ticking(&self) -> Ticking<'_> {
+        let (running, wake) = &*self.calls;
+        *running.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        wake.notify_one();
+        Ticking(self)
+    }
+}
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        *self.0.calls.0.lock().unwrap_or_else(PoisonError::into_inner) -= 1;
+    }
 }
