@@ -52,8 +52,12 @@ pub struct DryRunArgs {
     pub json: bool,
 }
 
+/// Runs `job` on a single-threaded runtime. The controller's async work is I/O (API calls,
+/// watches, the HTTP endpoints); guest calls and module compilation run on tokio's blocking pool.
+/// On a 2-core machine a multi-threaded scheduler spent more CPU handing tasks between its workers
+/// (futex wake-ups, work stealing) than it saved (see BENCHMARKS.md).
 fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(job)?;
     Ok(ExitCode::SUCCESS)
 }
