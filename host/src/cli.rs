@@ -55,7 +55,7 @@ pub struct DryRunArgs {
 /// Runs `job` on a single-threaded runtime. The controller's async work is I/O (API calls,
 /// watches, the HTTP endpoints); guest calls and module compilation run on tokio's blocking pool.
 /// On a 2-core machine a multi-threaded scheduler spent more CPU handing tasks between its workers
-/// (futex wake-ups, work stealing) than it saved (see BENCHMARKS.md).
+/// (futex wake-ups, work stealing) than it saved (see the README's Benchmarks section).
 fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(job)?;
