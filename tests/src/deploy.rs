@@ -405,6 +405,11 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
+/// The sum of every sample of metric `name` whose labels satisfy `keep`.
+pub fn metric_sum(text: &str, name: &str, keep: impl Fn(&[(String, String)]) -> bool) -> f64 {
+    metric_samples(text, name).iter().filter(|(labels, _)| keep(labels)).map(|(_, value)| value).sum()
+}
+
 /// Every sample of metric `name`: its labels and value.
 pub fn metric_samples(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
     let mut samples = Vec::new();
@@ -542,6 +547,21 @@ mod tests {
         assert_eq!(metric(text, "workqueue_depth", &[]), Some(0.0));
         assert_eq!(metric(text, "x_count", &[]), Some(3.0));
         assert_eq!(metric(text, "info", &[("digest", "a,b"), ("source", "embedded \"default\"")]), Some(1.0));
+    }
+
+    #[test]
+    fn samples_are_summed_by_name_and_labels() {
+        let text = "# HELP x y\n\
+            apiserver_request_total{code=\"201\",resource=\"pods\",verb=\"POST\"} 12\n\
+            apiserver_request_total{code=\"200\",resource=\"pods\",verb=\"WATCH\"} 3\n\
+            apiserver_request_total_other 9\n\
+            up 1\n\
+            odd{a=\"x,\\\"y}\"} 2.5 1700000000\n";
+        let not_watch = |labels: &[(String, String)]| !labels.iter().any(|(k, v)| k == "verb" && v == "WATCH");
+        assert_eq!(metric_sum(text, "apiserver_request_total", |_| true), 15.0);
+        assert_eq!(metric_sum(text, "apiserver_request_total", not_watch), 12.0);
+        assert_eq!(metric_sum(text, "up", |_| true), 1.0);
+        assert_eq!(metric(text, "odd", &[("a", "x,\"y}")]), Some(2.5));
     }
 
     #[test]

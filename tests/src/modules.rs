@@ -23,27 +23,27 @@ static CRD: OnceCell<()> = OnceCell::const_new();
 /// Installs the ReconcileModule CRD on the shared control plane (once per test binary) and waits
 /// until the API server serves it.
 pub async fn install_crd(client: &kube::Client) -> Result<()> {
-    CRD.get_or_try_init(|| async {
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        let crd = ReconcileModule::crd();
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        crds.patch(&name, &PatchParams::apply("tests").force(), &Patch::Apply(&crd))
-            .await
-            .context("applying the CRD")?;
-        eventually("the ReconcileModule CRD to be established", Duration::from_secs(30), || async {
-            let crd = crds.get(&name).await?;
-            let established = crd
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(established.then_some(()))
-        })
-        .await
+    CRD.get_or_try_init(|| apply_crd(client)).await.map(|_| ())
+}
+
+/// Applies the ReconcileModule CRD on the control plane `client` talks to and waits until the API
+/// server serves it (every call; [`install_crd`] does it once per test binary).
+pub async fn apply_crd(client: &kube::Client) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = ReconcileModule::crd();
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    crds.patch(&name, &PatchParams::apply("tests").force(), &Patch::Apply(&crd)).await.context("applying the CRD")?;
+    eventually("the ReconcileModule CRD to be established", Duration::from_secs(30), || async {
+        let crd = crds.get(&name).await?;
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        Ok(established.then_some(()))
     })
     .await
-    .map(|_| ())
 }
 
 /// Creates ReconcileModule `name` in `ns` holding `bytes` inline, in `mode`.

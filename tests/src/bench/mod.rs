@@ -9,7 +9,6 @@
 
 pub mod client;
 pub mod procfs;
-pub mod prom;
 pub mod report;
 pub mod scenarios;
 pub mod subject;

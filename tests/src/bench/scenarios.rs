@@ -14,11 +14,11 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 use super::procfs::{self, ProcSample};
 use super::progress;
-use super::prom;
 use super::subject::{Limits, Running, Subject};
 use super::tracker::Tracker;
 use crate::ControlPlane;
 use crate::controller::replica_set;
+use crate::deploy::metric_sum;
 
 /// How many requests the bench (and the raw-limit client) keeps in flight.
 pub const BENCH_CONCURRENCY: usize = 64;
@@ -145,8 +145,12 @@ impl Clients {
 pub async fn apiserver_requests(metrics: &kube::Client) -> Result<f64> {
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = metrics.request_text(request).await.context("scraping the apiserver's /metrics")?;
-    Ok(prom::sum_where(&text, "apiserver_request_total", |s| {
-        matches!(s.label("resource"), "pods" | "replicasets" | "events") && s.label("verb") != "WATCH"
+    let label = |labels: &[(String, String)], key: &str| {
+        labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    Ok(metric_sum(&text, "apiserver_request_total", |labels| {
+        matches!(label(labels, "resource").as_str(), "pods" | "replicasets" | "events")
+            && label(labels, "verb") != "WATCH"
     }))
 }
 
@@ -174,13 +178,18 @@ async fn wait_quiet(metrics: &kube::Client) -> Result<bool> {
     }
 }
 
+/// The sum of every sample of `name`.
+pub fn total(text: &str, name: &str) -> f64 {
+    metric_sum(text, name, |_| true)
+}
+
 fn host_stats(text: &str) -> HostStats {
     HostStats {
-        guest_seconds: prom::sum(text, "wasm_replicaset_guest_call_duration_seconds_sum"),
-        guest_calls: prom::sum(text, "wasm_replicaset_guest_call_duration_seconds_count"),
-        sync_seconds: prom::sum(text, "wasm_replicaset_sync_duration_seconds_sum"),
-        syncs: prom::sum(text, "wasm_replicaset_sync_duration_seconds_count"),
-        fuel: prom::sum(text, "wasm_replicaset_guest_fuel_per_call_sum"),
+        guest_seconds: total(text, "wasm_replicaset_guest_call_duration_seconds_sum"),
+        guest_calls: total(text, "wasm_replicaset_guest_call_duration_seconds_count"),
+        sync_seconds: total(text, "wasm_replicaset_sync_duration_seconds_sum"),
+        syncs: total(text, "wasm_replicaset_sync_duration_seconds_count"),
+        fuel: total(text, "wasm_replicaset_guest_fuel_per_call_sum"),
     }
 }
 

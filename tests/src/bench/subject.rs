@@ -4,14 +4,12 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::{Result, bail};
 
-use super::prom;
-use crate::ports::free_port;
-use crate::process::ManagedProcess;
+use super::scenarios;
+use crate::deploy::HostProcess;
 use crate::workdir::WorkDir;
 use crate::{ControlPlane, KcmOptions, KubeControllerManager};
 
@@ -64,10 +62,8 @@ pub enum Running {
     Upstream(Box<KubeControllerManager>),
     /// The host.
     Host {
-        /// The process.
-        process: ManagedProcess,
-        /// Where `/metrics` and `/readyz` are served.
-        port: u16,
+        /// The process, serving `/metrics` and `/readyz`.
+        host: HostProcess,
         /// Holds the log.
         dir: WorkDir,
     },
@@ -123,37 +119,28 @@ impl Running {
                 Ok(Running::Upstream(Box::new(cp.start_kube_controller_manager(options).await?)))
             }
             Subject::Host => {
-                let exe = host_process_path()?;
-                let port = free_port()?;
                 let dir = WorkDir::create("bench-host")?;
-                let mut cmd = Command::new(&exe);
-                cmd.arg("run")
-                    .arg("--kubeconfig")
-                    .arg(cp.kubeconfig_path())
-                    .args(["--leader-elect=false", "--shutdown-grace-seconds", "5"])
-                    .arg(format!("--http-addr=127.0.0.1:{port}"))
-                    .arg(format!("--workers={}", limits.workers))
-                    .arg(format!("--kube-api-qps={}", limits.qps))
-                    .arg(format!("--kube-api-burst={}", limits.burst));
+                let mut flags = vec![
+                    "--leader-elect=false".to_string(),
+                    "--shutdown-grace-seconds=5".to_string(),
+                    format!("--workers={}", limits.workers),
+                    format!("--kube-api-qps={}", limits.qps),
+                    format!("--kube-api-burst={}", limits.burst),
+                ];
                 if !host_args.iter().any(|a| a.starts_with("--watch-modules")) {
-                    cmd.arg("--watch-modules=false");
+                    flags.push("--watch-modules=false".to_string());
                 }
-                cmd.args(host_args);
-                let process = ManagedProcess::spawn_command("host", cmd, &dir.path().join("host.log"))?;
-                let deadline = Instant::now() + Duration::from_secs(60);
-                loop {
-                    if process.exit_status().is_some() {
-                        return Err(process.error_with_log("exited during startup"));
-                    }
-                    if let Ok((200, _)) = http_get(port, "/readyz").await {
-                        break;
-                    }
-                    if Instant::now() > deadline {
-                        return Err(process.error_with_log("not ready within 60 s"));
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Ok(Running::Host { process, port, dir })
+                flags.extend(host_args.iter().cloned());
+                let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+                let host = HostProcess::spawn(
+                    "host",
+                    &host_process_path()?,
+                    cp.kubeconfig_path(),
+                    &flags,
+                    &dir.path().join("host.log"),
+                )?;
+                host.wait_readyz(200, "", Duration::from_secs(60)).await?;
+                Ok(Running::Host { host, dir })
             }
             Subject::Limit => bail!("the raw limit runs no controller"),
         }
@@ -163,7 +150,7 @@ impl Running {
     pub fn pid(&self) -> u32 {
         match self {
             Running::Upstream(kcm) => kcm.pid(),
-            Running::Host { process, .. } => process.pid(),
+            Running::Host { host, .. } => host.process().pid(),
         }
     }
 
@@ -171,10 +158,7 @@ impl Running {
     pub async fn metrics(&self) -> Result<String> {
         match self {
             Running::Upstream(kcm) => kcm.metrics().await,
-            Running::Host { port, .. } => match http_get(*port, "/metrics").await? {
-                (200, body) => Ok(body),
-                (code, body) => bail!("host /metrics answered {code}: {body}"),
-            },
+            Running::Host { host, .. } => host.metrics().await,
         }
     }
 
@@ -183,8 +167,8 @@ impl Running {
     /// (every request of the process, informers' lists and watches included).
     pub fn own_requests(&self, metrics: &str) -> f64 {
         match self {
-            Running::Upstream(_) => prom::sum(metrics, "rest_client_requests_total"),
-            Running::Host { .. } => prom::sum(metrics, "wasm_replicaset_api_requests_total"),
+            Running::Upstream(_) => scenarios::total(metrics, "rest_client_requests_total"),
+            Running::Host { .. } => scenarios::total(metrics, "wasm_replicaset_api_requests_total"),
         }
     }
 
@@ -192,7 +176,7 @@ impl Running {
     pub fn check_alive(&self) -> Result<()> {
         let process = match self {
             Running::Upstream(kcm) => kcm.process(),
-            Running::Host { process, .. } => process,
+            Running::Host { host, .. } => host.process(),
         };
         match process.exit_status() {
             Some(status) => Err(process.error_with_log(&format!("exited during the run ({status})"))),
@@ -204,25 +188,10 @@ impl Running {
     pub fn stop(self) {
         match self {
             Running::Upstream(kcm) => kcm.stop(),
-            Running::Host { process, dir, .. } => {
-                process.stop(Duration::from_secs(5));
+            Running::Host { host, dir } => {
+                host.process().stop(Duration::from_secs(5));
                 dir.remove();
             }
         }
     }
-}
-
-/// `GET path` on 127.0.0.1:`port` over plain HTTP/1.0; returns the status code and body.
-pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let fut = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
-        let code = head.split_whitespace().nth(1).context("no status")?.parse()?;
-        anyhow::Ok((code, body.to_string()))
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut).await.with_context(|| format!("GET {path} timed out"))?
 }

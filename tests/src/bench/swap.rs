@@ -5,17 +5,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use futures::StreamExt;
 use host::modules::resource::{Base64, Mode, ModuleSource, Phase, ReconcileModule, ReconcileModuleSpec};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{CustomResourceExt, ResourceExt};
 
 use super::progress;
 use super::subject::{Limits, Running, Subject};
-use crate::{ControlPlane, eventually};
+use crate::ControlPlane;
 
 /// `bytes` with a custom section named `name` holding `payload` appended. The component binary
 /// format allows custom sections anywhere between sections, the end included, so the result is
@@ -81,31 +80,12 @@ pub fn parse_debug_duration(s: &str) -> Option<f64> {
     Some(n * scale)
 }
 
-/// Installs the ReconcileModule CRD on `cp` and waits until it is established.
-async fn install_crd(client: &kube::Client) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = ReconcileModule::crd();
-    let name = crd.metadata.name.clone().unwrap_or_default();
-    crds.patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&crd)).await.context("applying the CRD")?;
-    eventually("the ReconcileModule CRD to be established", Duration::from_secs(30), || async {
-        let crd = crds.get(&name).await?;
-        let ok = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        Ok(ok.then_some(()))
-    })
-    .await
-}
-
 /// Runs the host on a fresh control plane watching ReconcileModules, then for each `size` swaps
 /// `swaps` times (alternating between `bases`, each variant unique) and records the latencies.
 pub async fn run(bases: &[&[u8]], sizes: &[usize], swaps: usize, limits: Limits) -> Result<Vec<SwapSeries>> {
     let cp = ControlPlane::start().await?;
     let client = cp.client()?;
-    install_crd(&client).await?;
+    crate::modules::apply_crd(&client).await?;
     let ns = cp.create_namespace("swap").await?;
     let host_args = vec!["--watch-modules=true".to_string(), format!("--module-namespace={}", ns.name())];
     let ctrl = Running::start(&cp, Subject::Host, limits, &host_args).await?;
