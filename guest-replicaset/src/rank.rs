@@ -25,8 +25,8 @@ use crate::view::View;
 /// Mirrors `getPodsToDelete`: the `n` pods of `candidates` to delete, most preferred first.
 ///
 /// `candidates` are the claimed active pods (indices into `snapshot.pods`). When all of them go
-/// (`n >= candidates.len()`) they are returned in input order without ranking, as upstream
-/// ("No need to sort pods if we are about to delete all of them").
+/// (`n >= candidates.len()`) ranking them would change nothing, so, like upstream, they come back
+/// in input order unsorted.
 pub fn get_pods_to_delete(view: &View<'_>, candidates: &[u32], n: usize) -> Vec<u32> {
     if n >= candidates.len() {
         return candidates.to_vec();
@@ -90,44 +90,40 @@ impl<'a> RankKey<'a> {
     /// Mirrors `ActivePodsWithRanks.Less`: whether `self` is deleted before `other`.
     pub fn less(&self, other: &Self) -> bool {
         let (i, j) = (self, other);
-        // 1. Unassigned < assigned
-        // If only one of the pods is unassigned, the unassigned one is smaller.
+        // 1. Unassigned < assigned: a pod not yet bound to a node goes first.
         if i.unassigned != j.unassigned {
             return i.unassigned;
         }
-        // 2. PodPending < PodUnknown < PodRunning
+        // 2. Phase: Pending < Unknown < Running.
         if i.phase != j.phase {
             return i.phase < j.phase;
         }
-        // 3. Not ready < ready
-        // If only one of the pods is not ready, the not ready one is smaller.
+        // 3. Not ready < ready.
         if i.ready != j.ready {
             return !i.ready;
         }
-        // 4. lower pod-deletion-cost < higher pod-deletion cost
+        // 4. Cheaper to delete (lower pod-deletion-cost annotation) goes first.
         if i.deletion_cost != j.deletion_cost {
             return i.deletion_cost < j.deletion_cost;
         }
-        // 5. Doubled up < not doubled up
-        // If one of the two pods is on the same node as one or more additional ready pods that
-        // belong to the same replicaset, whichever pod has more colocated ready pods is less.
+        // 5. Doubled up < not doubled up: the pod sharing its node with more related active
+        //    pods goes first (the colocation rank).
         if i.rank != j.rank {
             return i.rank > j.rank;
         }
-        // 6. Been ready for empty time < less time < more time
-        // If both pods are ready, the latest ready one is smaller.
+        // 6. Among ready pods, the one ready for the shortest time goes first (log2 buckets).
         if i.ready && j.ready && i.ready_time != j.ready_time {
             return newer_first(i.ready_time, i.ready_bucket, &i.uid, j.ready_time, j.ready_bucket, &j.uid);
         }
-        // 7. Pods with containers with higher restart counts < lower restart counts
+        // 7. More container restarts goes first...
         if i.restarts != j.restarts {
             return i.restarts > j.restarts;
         }
-        // If pods have the same restart count, compare the restart counts of sidecar containers.
+        // ...and on a tie, more sidecar restarts.
         if i.sidecar_restarts != j.sidecar_restarts {
             return i.sidecar_restarts > j.sidecar_restarts;
         }
-        // 8. Empty creation time pods < newer pods < older pods
+        // 8. Younger goes first; a pod without a creation time counts as youngest (log2 buckets).
         if i.created != j.created {
             return newer_first(i.created, i.created_bucket, &i.uid, j.created, j.created_bucket, &j.uid);
         }

@@ -2,25 +2,25 @@
 //!
 //! Mirrors upstream `UIDTrackingControllerExpectations` (`pkg/controller/controller_utils.go`).
 //!
-//! Expectations are a way for controllers to tell the controller manager what they expect. eg:
+//! A sync that creates or deletes pods writes down how many creations and which deletions it
+//! now waits for, per ReplicaSet key; informer events count them off. Until the count reaches
+//! zero, or the record is older than the TTL (5 minutes), the policy is told the expectations
+//! are unsatisfied and plans no scaling, so a cache that has not yet seen our own writes can
+//! never make us create or delete twice. For example:
 //!
 //! ```text
-//! ControllerExpectations: {
-//!   controller1: expects  2 adds in 2 minutes
-//!   controller2: expects  2 dels in 2 minutes
-//!   controller3: expects -1 adds in 2 minutes => controller3's expectations have already been met
-//! }
+//! default/web:  2 creations to observe, created 30 s ago   → no scaling yet
+//! default/api:  deletions of {api-x, api-y} to observe     → no scaling yet
+//! default/db:   -1 creations (an extra one was observed)   → satisfied
 //! ```
 //!
-//! * Once set expectations can only be lowered.
-//! * A controller isn't synced till its expectations are either fulfilled, or expire.
-//! * Controllers that don't set expectations will get woken up for every matching controllee.
+//! Rules kept from upstream: once raised, a record only goes down until it is satisfied or
+//! expires; a key with no record is always satisfied.
 //!
-//! UID tracking is needed over plain expectations to safely handle graceful deletion. The desired
-//! behaviour is to treat an update that sets the DeletionTimestamp on an object as a delete. To do
-//! so consistently, one needs to remember the expected deletes so they aren't double counted.
-//! Creations are only counted (upstream #22599): to track their UIDs we'd need to wait on the
-//! result of a create, which would require locking *across* the create.
+//! Deletions are tracked by pod key rather than counted because of graceful deletion: a pod is
+//! counted as deleted when its deletionTimestamp appears, and its final delete event must not
+//! count it a second time. Creations stay plain counts (upstream #22599): knowing the new pods'
+//! UIDs would mean holding a lock across the create calls.
 //!
 //! Time comes from [`tokio::time::Instant`], so tests drive the TTL with paused time
 //! (`tokio::time::advance`); outside a paused runtime it is the system's monotonic clock.
