@@ -258,67 +258,93 @@ fn family<M: EncodeMetric>(
 
 impl Collector for Live {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_queue(&mut encoder)?;
+        self.encode_client(&mut encoder)?;
+        self.encode_events(&mut encoder)?;
+        self.encode_policy(&mut encoder)?;
+        family(
+            &mut encoder,
+            "wasm_replicaset_leader",
+            "1 when this replica holds the leader lease",
+            MetricType::Gauge,
+            &[(vec![], ConstGauge::new(i64::from(*self.leading.borrow())))],
+        )
+    }
+}
+
+// The gauges and counters read at scrape time, one source at a time.
+impl Live {
+    /// client-go's workqueue gauges and counters.
+    fn encode_queue(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let q = self.queue.stats();
         let name = || vec![("name", "replicaset".to_string())];
         family(
-            &mut encoder,
+            encoder,
             "workqueue_depth",
             "Current depth of workqueue",
             MetricType::Gauge,
             &[(name(), ConstGauge::new(q.depth as i64))],
         )?;
         family(
-            &mut encoder,
+            encoder,
             "workqueue_adds",
             "Total number of adds handled by workqueue",
             MetricType::Counter,
             &[(name(), ConstCounter::new(q.adds_total))],
         )?;
         family(
-            &mut encoder,
+            encoder,
             "workqueue_retries",
             "Total number of retries handled by workqueue",
             MetricType::Counter,
             &[(name(), ConstCounter::new(q.retries_total))],
         )?;
         family(
-            &mut encoder,
+            encoder,
             "workqueue_unfinished_work_seconds",
             "How many seconds of work has been done that is in progress and hasn't been observed by work_duration",
             MetricType::Gauge,
             &[(name(), ConstGauge::new(q.unfinished_work.as_secs_f64()))],
         )?;
         family(
-            &mut encoder,
+            encoder,
             "workqueue_longest_running_processor_seconds",
             "How many seconds has the longest running processor for workqueue been running",
             MetricType::Gauge,
             &[(name(), ConstGauge::new(q.longest_running_processor.as_secs_f64()))],
         )?;
+        Ok(())
+    }
 
+    /// The API client's requests and throttling.
+    fn encode_client(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let r = self.requests.snapshot();
         family(
-            &mut encoder,
+            encoder,
             "wasm_replicaset_api_requests",
             "Requests the controller sent to the API server (watches excluded)",
             MetricType::Counter,
             &[(vec![], ConstCounter::new(r.requests))],
         )?;
         family(
-            &mut encoder,
+            encoder,
             "wasm_replicaset_api_throttled_requests",
             "Requests that waited for the client-side QPS limiter",
             MetricType::Counter,
             &[(vec![], ConstCounter::new(r.throttled))],
         )?;
         family(
-            &mut encoder,
+            encoder,
             "wasm_replicaset_api_throttle_wait_seconds",
             "Time requests spent waiting for the client-side QPS limiter",
             MetricType::Counter,
             &[(vec![], ConstCounter::new(r.wait.as_secs_f64()))],
         )?;
+        Ok(())
+    }
 
+    /// Events by outcome.
+    fn encode_events(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let e = self.events.counts();
         let rows = [
             ("created", e.created),
@@ -329,13 +355,16 @@ impl Collector for Live {
         ]
         .map(|(outcome, n)| (vec![("outcome", outcome.to_string())], ConstCounter::new(n)));
         family(
-            &mut encoder,
+            encoder,
             "wasm_replicaset_events",
             "Kubernetes Events recorded, by outcome (skipped: client-go's spam filter)",
             MetricType::Counter,
             &rows,
-        )?;
+        )
+    }
 
+    /// The serving module, its failure streak and the shadow comparison.
+    fn encode_policy(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let serving = self.policy.serving();
         let module = &serving.module;
         let info = vec![
@@ -345,14 +374,14 @@ impl Collector for Live {
             ("contract", module.contract_version.clone()),
         ];
         family(
-            &mut encoder,
+            encoder,
             "wasm_replicaset_active_module_info",
             "The policy module serving syncs",
             MetricType::Gauge,
             &[(info, ConstGauge::new(1i64))],
         )?;
         family(
-            &mut encoder,
+            encoder,
             "wasm_replicaset_active_module_consecutive_failures",
             "Failed syncs in a row on the serving module",
             MetricType::Gauge,
@@ -369,20 +398,13 @@ impl Collector for Live {
                 },
             );
             family(
-                &mut encoder,
+                encoder,
                 "wasm_replicaset_shadow_plans",
                 "Shadow module plans compared with the serving module's",
                 MetricType::Counter,
                 &rows,
             )?;
         }
-        family(
-            &mut encoder,
-            "wasm_replicaset_leader",
-            "1 when this replica holds the leader lease",
-            MetricType::Gauge,
-            &[(vec![], ConstGauge::new(i64::from(*self.leading.borrow())))],
-        )?;
         Ok(())
     }
 }

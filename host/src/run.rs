@@ -6,16 +6,15 @@ use anyhow::{Context as _, Result};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
+    apply::KubeApi,
     client,
-    consistency::ConsistencyStore,
     embedded::DEFAULT_POLICY,
-    engine::{Collaborators, Engine, EngineConfig, KubeReplicaSetControl, stopped},
+    engine::{Collaborators, Engine, EngineConfig, stopped},
     events::{self, RecorderConfig},
     leader::{LeaderElectionConfig, LeaderElector, LeaderHandle},
     metrics::{Live, Metrics},
-    modules::manager::ModuleManager,
-    pod_control::KubePodControl,
-    policy::{ActivePolicy, Serving, Source},
+    modules::{ModuleCheck, manager::ModuleManager},
+    policy::{ActivePolicy, RollbackRequest, Serving, Source},
     sandbox::{Sandbox, SandboxLimits},
     server,
     telemetry::{self, LogFormat},
@@ -94,12 +93,13 @@ pub struct RunArgs {
     pub http_addr: String,
 }
 
-/// `15s`, `1m30s`, `500ms` as a Duration.
+/// `15s`, `1m30s`, `500ms` as a positive Duration (jiff's friendly format).
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    match crate::fixtures::time::parse_duration(text) {
-        Ok(nanos) if nanos > 0 => Ok(Duration::from_nanos(nanos as u64)),
-        Ok(_) => Err(format!("`{text}` must be positive")),
-        Err(e) => Err(e.to_string()),
+    let parsed: jiff::SignedDuration =
+        text.parse().map_err(|e| format!("`{text}` is not a duration like 15s, 1m30s or 500ms: {e}"))?;
+    match Duration::try_from(parsed) {
+        Ok(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!("`{text}` must be positive")),
     }
 }
 
@@ -153,7 +153,7 @@ pub async fn kube_config(path: Option<&PathBuf>) -> Result<kube::Config> {
 /// writer and the HTTP endpoints.
 pub struct Controller {
     /// The engine (caches, queue, policy).
-    pub engine: Arc<Engine<KubePodControl, KubeReplicaSetControl>>,
+    pub engine: Arc<Engine<KubeApi>>,
     /// Whether this replica leads (always true without leader election).
     pub leading: watch::Receiver<bool>,
     http_addr: Option<SocketAddr>,
@@ -167,114 +167,47 @@ pub struct Controller {
 
 impl Controller {
     /// Connects, loads the policy module and starts everything; workers sync while leading.
-    pub async fn start(args: &RunArgs) -> Result<Self> {
-        let config = kube_config(args.kubeconfig.as_ref()).await?;
-        // Like kube-controller-manager, the informers and the controller use separate clients,
-        // each with its own QPS/burst budget, so watches never compete with pod writes.
-        let (client, client_stats) = client::build_client(config.clone(), args.kube_api_qps, args.kube_api_burst)?;
-        let (watch_client, _) = client::build_client(config.clone(), args.kube_api_qps, args.kube_api_burst)?;
-        // Leader election gets a client of its own too (as in kube-controller-manager): lease
-        // renewals must never queue behind a burst of pod writes, or a busy leader would lose
-        // its lease in the middle of a large scale-up.
-        let (election_client, _) = client::build_client(config, args.kube_api_qps, args.kube_api_burst)?;
-
+    /// An uploaded module serves only once it passes `checks`.
+    pub async fn start(args: &RunArgs, checks: Arc<dyn ModuleCheck>) -> Result<Self> {
+        let clients = Clients::connect(args).await?;
         // Compiled before anything else, so a standby is ready to sync the moment it leads.
-        let sandbox = Sandbox::new(args.sandbox_limits())?;
-        let (bytes, origin) = match &args.module {
-            Some(path) => (
-                std::fs::read(path).with_context(|| format!("reading module {}", path.display()))?,
-                path.display().to_string(),
-            ),
-            None => (DEFAULT_POLICY.to_vec(), "embedded default".to_string()),
-        };
-        let module = sandbox.load(bytes).await.with_context(|| format!("loading policy module ({origin})"))?;
-        tracing::info!(module = %module.digest, contract = %module.contract_version, origin, compile = ?module.compile_time, "policy module loaded");
-        let source = match &args.module {
-            Some(path) => Source::File(path.display().to_string()),
-            None => Source::Embedded,
-        };
+        let (policy, rollbacks) = load_policy(args).await?;
         let metrics = Arc::new(Metrics::default());
-        let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
-        let policy = Arc::new(ActivePolicy::with_source(
-            sandbox,
-            Serving::new(module, source),
-            args.rollback_after,
-            Some(rollback_tx),
-        ));
-
         // `stop` ends the workers, informers and module manager; `release` then ends the
         // elector, which releases the lease only after the last sync is done.
         let (stop, stop_rx) = watch::channel(false);
         let (release, release_rx) = watch::channel(false);
-        let (leading_tx, leading) = watch::channel(!args.leader_elect);
-        let mut elector = None;
-        let mut holder = None;
-        if args.leader_elect {
-            let namespace =
-                args.leader_elect_resource_namespace.clone().unwrap_or_else(|| args.module_namespace.clone());
-            let identity = format!("{}_{}", hostname(), uuid_like());
-            let mut config = LeaderElectionConfig::new(namespace, &args.leader_elect_resource_name, identity);
-            config.lease_duration = args.leader_elect_lease_duration;
-            config.renew_deadline = args.leader_elect_renew_deadline;
-            config.retry_period = args.leader_elect_retry_period;
-            config.release_on_cancel = true;
-            let le =
-                LeaderElector::new(election_client, config).map_err(|e| anyhow::anyhow!("leader election: {e}"))?;
-            holder = Some(le.handle());
-            elector = Some(tokio::spawn(le.run(release_rx, leading_tx)));
-        }
+        let election = Election::start(args, clients.election, release_rx)?;
+        let leading = election.leading.clone();
 
-        let (recorder, writer) = events::new_recorder(client.clone(), RecorderConfig::default());
+        let (recorder, writer) = events::new_recorder(clients.writes.clone(), RecorderConfig::default());
         let events = tokio::spawn(writer.run());
         if args.watch_modules {
             let manager = ModuleManager::new(
-                client.clone(),
+                clients.writes.clone(),
                 &args.module_namespace,
                 policy.clone(),
+                checks,
                 recorder.clone(),
-                rollback_rx,
+                rollbacks,
             )
             .with_metrics(metrics.clone())
             .writing_when(leading.clone());
             tokio::spawn(manager.run(stopped(stop_rx.clone())));
         }
-        let consistency = ConsistencyStore::default();
-        let pod_control = KubePodControl::new(client.clone(), recorder.clone(), consistency.clone());
         let engine_config = EngineConfig { namespace: args.namespace.clone(), ..EngineConfig::default() };
-        let engine = Engine::start(
-            watch_client,
-            &engine_config,
-            Collaborators {
-                policy: policy.clone(),
-                consistency,
-                metrics: metrics.clone(),
-                pod_control,
-                rs_control: KubeReplicaSetControl::new(client),
-            },
-            stop_rx.clone(),
-        );
+        let api = KubeApi::new(clients.writes, recorder.clone());
+        let collaborators = Collaborators { policy: policy.clone(), metrics: metrics.clone(), api };
+        let engine = Engine::start(clients.watches, &engine_config, collaborators, stop_rx.clone());
         metrics.attach(Live {
             queue: engine.shared.queue.clone(),
-            requests: client_stats,
+            requests: clients.stats,
             events: recorder,
             policy,
             leading: leading.clone(),
         });
-
-        let http_addr = match args.http_addr.as_str() {
-            "off" => None,
-            addr => {
-                let addr: SocketAddr =
-                    addr.parse().with_context(|| format!("--http-addr {addr:?} is not host:port"))?;
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("binding the HTTP server to {addr}"))?;
-                let bound = listener.local_addr()?;
-                let readiness = readiness(engine.clone(), leading.clone(), holder);
-                tokio::spawn(server::serve(listener, metrics.clone(), readiness, stopped(release.subscribe())));
-                Some(bound)
-            }
-        };
+        let readiness = readiness(engine.clone(), leading.clone(), election.holder);
+        let http_addr = serve_http(&args.http_addr, metrics, readiness, stopped(release.subscribe())).await?;
         let workers = tokio::spawn(lead(engine.clone(), args.workers, leading.clone(), stop_rx));
         Ok(Self {
             engine,
@@ -283,7 +216,7 @@ impl Controller {
             stop,
             release,
             workers,
-            elector,
+            elector: election.task,
             events,
             grace: Duration::from_secs(args.shutdown_grace_seconds),
         })
@@ -311,11 +244,101 @@ impl Controller {
     }
 }
 
+/// The API clients: like kube-controller-manager, the informers, the writes and leader election
+/// each get their own, with its own QPS/burst budget, so watches never compete with pod writes
+/// and lease renewals never queue behind a burst of them (a busy leader would otherwise lose its
+/// lease in the middle of a large scale-up).
+struct Clients {
+    watches: kube::Client,
+    writes: kube::Client,
+    election: kube::Client,
+    /// The write client's request counts (for /metrics).
+    stats: client::RequestStats,
+}
+
+impl Clients {
+    async fn connect(args: &RunArgs) -> Result<Self> {
+        let config = kube_config(args.kubeconfig.as_ref()).await?;
+        let build = |config| client::build_client(config, args.kube_api_qps, args.kube_api_burst);
+        let (writes, stats) = build(config.clone())?;
+        let (watches, _) = build(config.clone())?;
+        let (election, _) = build(config)?;
+        Ok(Self { watches, writes, election, stats })
+    }
+}
+
+/// Compiles the starting module (`--module`, or the embedded default) and wraps it in the
+/// policy the engine calls; also returns where its rollback requests arrive.
+async fn load_policy(args: &RunArgs) -> Result<(Arc<ActivePolicy>, mpsc::UnboundedReceiver<RollbackRequest>)> {
+    let sandbox = Sandbox::new(args.sandbox_limits())?;
+    let (bytes, source) = match &args.module {
+        Some(path) => (
+            std::fs::read(path).with_context(|| format!("reading module {}", path.display()))?,
+            Source::File(path.display().to_string()),
+        ),
+        None => (DEFAULT_POLICY.to_vec(), Source::Embedded),
+    };
+    let module = sandbox.load(bytes).await.with_context(|| format!("loading policy module ({source})"))?;
+    tracing::info!(module = %module.digest, contract = %module.contract_version, origin = %source, compile = ?module.compile_time, "policy module loaded");
+    let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
+    let serving = Serving::new(module, source);
+    let policy = ActivePolicy::with_source(sandbox, serving, args.rollback_after, Some(rollback_tx));
+    Ok((Arc::new(policy), rollback_rx))
+}
+
+/// Leader election, when enabled: whether this replica leads, who does, and the elector's task.
+struct Election {
+    leading: watch::Receiver<bool>,
+    holder: Option<LeaderHandle>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Election {
+    /// Starts electing (or, with `--leader-elect=false`, leads at once); the elector runs until
+    /// `release` turns true and then gives the lease up.
+    fn start(args: &RunArgs, client: kube::Client, release: watch::Receiver<bool>) -> Result<Self> {
+        let (leading_tx, leading) = watch::channel(!args.leader_elect);
+        if !args.leader_elect {
+            return Ok(Self { leading, holder: None, task: None });
+        }
+        let namespace = args.leader_elect_resource_namespace.clone().unwrap_or_else(|| args.module_namespace.clone());
+        let identity = format!("{}_{}", hostname(), uuid_like());
+        let mut config = LeaderElectionConfig::new(namespace, &args.leader_elect_resource_name, identity);
+        config.lease_duration = args.leader_elect_lease_duration;
+        config.renew_deadline = args.leader_elect_renew_deadline;
+        config.retry_period = args.leader_elect_retry_period;
+        config.release_on_cancel = true;
+        let elector = LeaderElector::new(client, config).map_err(|e| anyhow::anyhow!("leader election: {e}"))?;
+        let holder = Some(elector.handle());
+        let task = Some(tokio::spawn(elector.run(release, leading_tx)));
+        Ok(Self { leading, holder, task })
+    }
+}
+
+/// Serves /healthz, /readyz and /metrics on `addr` until `stop` (`off`: not at all); returns the
+/// bound address.
+async fn serve_http(
+    addr: &str,
+    metrics: Arc<Metrics>,
+    readiness: server::Readiness,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Option<SocketAddr>> {
+    if addr == "off" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = addr.parse().with_context(|| format!("--http-addr {addr:?} is not host:port"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP server to {addr}"))?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(server::serve(listener, metrics, readiness, stop));
+    Ok(Some(bound))
+}
+
 /// Runs the workers whenever this replica leads. Losing the lease aborts them at once — a
 /// replica that may no longer be the leader must not write — and the caches stay warm for the
 /// next term.
 async fn lead(
-    engine: Arc<Engine<KubePodControl, KubeReplicaSetControl>>,
+    engine: Arc<Engine<KubeApi>>,
     workers: usize,
     mut leading: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
@@ -349,7 +372,7 @@ async fn lead(
 
 /// `/readyz`: caches synced and no access denied; says whether this replica leads.
 fn readiness(
-    engine: Arc<Engine<KubePodControl, KubeReplicaSetControl>>,
+    engine: Arc<Engine<KubeApi>>,
     leading: watch::Receiver<bool>,
     holder: Option<LeaderHandle>,
 ) -> server::Readiness {
@@ -383,9 +406,9 @@ fn uuid_like() -> String {
 }
 
 /// Runs the controller until SIGINT or SIGTERM.
-pub async fn run(args: RunArgs) -> Result<()> {
+pub async fn run(args: RunArgs, checks: Arc<dyn ModuleCheck>) -> Result<()> {
     telemetry::init(args.log_format);
-    let controller = Controller::start(&args).await?;
+    let controller = Controller::start(&args, checks).await?;
     wait_for_signal().await;
     tracing::info!("shutting down: no new syncs; waiting for the syncs in flight");
     controller.shutdown().await;

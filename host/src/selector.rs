@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use guest_replicaset::selector::Selector;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 
-use crate::{contract::LabelSelector, native};
+use crate::contract::{LabelSelector, native::Cross};
 
 /// A ReplicaSet's selector, converted once for matching many label sets.
 pub struct ReplicaSetSelector {
@@ -16,7 +16,7 @@ pub struct ReplicaSetSelector {
 impl ReplicaSetSelector {
     /// The selector of `rs`.
     pub fn of(rs: &ReplicaSet) -> Self {
-        Self { selector: native::label_selector(&LabelSelector::from(&rs.spec.selector)) }
+        Self { selector: LabelSelector::from(&rs.spec.selector).cross() }
     }
 
     /// Whether `labels` match (`metav1.LabelSelectorAsSelector` semantics: an empty selector

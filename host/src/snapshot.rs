@@ -13,9 +13,10 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use crate::{
     contract::{
         Controller, Label, LabelSelector, Node, Pod, PodPhase, ReplicaSet as RsRecord, ReplicaSetStatus, Snapshot,
-        Span, convert::nanos,
+        Span,
     },
     informers::cached::{CachedPod, POD_DELETION_COST, Phase},
+    time::nanos,
 };
 
 /// Packs per-pod strings into one blob and interns label sets.
@@ -81,8 +82,8 @@ impl StringTable {
 
 /// A snapshot and the cached pods its indices refer to.
 pub struct Projection {
-    /// What the policy reads.
-    pub snapshot: Snapshot,
+    /// What the policy reads (shared with the guest call and the shadow comparison).
+    pub snapshot: Arc<Snapshot>,
     /// `pods[i]` is the cached pod behind `snapshot.pods[i]`.
     pub pods: Vec<Arc<CachedPod>>,
 }
@@ -120,7 +121,6 @@ pub fn project(
     let mut nodes: Vec<Node> = Vec::new();
     let mut pods = Vec::with_capacity(candidates.len());
     for pod in &candidates {
-        let meta = &pod.metadata;
         let node_name = pod.node_name.as_deref().unwrap_or_default();
         let node = *node_index.entry(node_name).or_insert_with(|| {
             nodes.push(Node {
@@ -129,33 +129,7 @@ pub fn project(
             });
             nodes.len() as u32 - 1
         });
-        pods.push(Pod {
-            name: strings.span(meta.name.as_deref().unwrap_or_default()),
-            namespace: strings.shared_span(meta.namespace.as_deref().unwrap_or_default()),
-            uid: strings.span(meta.uid.as_deref().unwrap_or_default()),
-            labels: strings.label_map(meta.labels.as_ref()),
-            controller: match pod.controller_ref() {
-                None => Controller::None,
-                Some(r) if r.uid == uid && r.kind == "ReplicaSet" => Controller::ThisReplicaSet,
-                Some(_) => Controller::Other,
-            },
-            creation_timestamp: meta.creation_timestamp.as_ref().map(nanos),
-            deletion_timestamp: meta.deletion_timestamp.as_ref().map(nanos),
-            deletion_cost: meta.annotations.as_ref().and_then(|a| a.get(POD_DELETION_COST)).map(|c| strings.span(c)),
-            phase: match pod.phase {
-                Phase::Pending => PodPhase::Pending,
-                Phase::Running => PodPhase::Running,
-                Phase::Succeeded => PodPhase::Succeeded,
-                Phase::Failed => PodPhase::Failed,
-                Phase::Unknown => PodPhase::Unknown,
-                Phase::Other => PodPhase::Other,
-            },
-            node,
-            ready: pod.ready,
-            ready_transition: pod.ready_transition,
-            max_container_restarts: pod.max_container_restarts,
-            max_sidecar_restarts: pod.max_sidecar_restarts,
-        });
+        pods.push(pod_record(&mut strings, pod, uid, node));
     }
     let (label_sets, pod_strings) = strings.finish();
     let snapshot = Snapshot {
@@ -168,7 +142,39 @@ pub fn project(
         now: context.now,
         burst_replicas: context.burst_replicas,
     };
-    Projection { snapshot, pods: candidates }
+    Projection { snapshot: Arc::new(snapshot), pods: candidates }
+}
+
+/// The contract's view of one candidate pod of the ReplicaSet with `rs_uid`, on node `node`.
+fn pod_record(strings: &mut StringTable, pod: &CachedPod, rs_uid: &str, node: u32) -> Pod {
+    let meta = &pod.metadata;
+    Pod {
+        name: strings.span(meta.name.as_deref().unwrap_or_default()),
+        namespace: strings.shared_span(meta.namespace.as_deref().unwrap_or_default()),
+        uid: strings.span(meta.uid.as_deref().unwrap_or_default()),
+        labels: strings.label_map(meta.labels.as_ref()),
+        controller: match pod.controller_ref() {
+            None => Controller::None,
+            Some(r) if r.uid == rs_uid && r.kind == "ReplicaSet" => Controller::ThisReplicaSet,
+            Some(_) => Controller::Other,
+        },
+        creation_timestamp: meta.creation_timestamp.as_ref().map(nanos),
+        deletion_timestamp: meta.deletion_timestamp.as_ref().map(nanos),
+        deletion_cost: meta.annotations.as_ref().and_then(|a| a.get(POD_DELETION_COST)).map(|c| strings.span(c)),
+        phase: match pod.phase {
+            Phase::Pending => PodPhase::Pending,
+            Phase::Running => PodPhase::Running,
+            Phase::Succeeded => PodPhase::Succeeded,
+            Phase::Failed => PodPhase::Failed,
+            Phase::Unknown => PodPhase::Unknown,
+            Phase::Other => PodPhase::Other,
+        },
+        node,
+        ready: pod.ready,
+        ready_transition: pod.ready_transition,
+        max_container_restarts: pod.max_container_restarts,
+        max_sidecar_restarts: pod.max_sidecar_restarts,
+    }
 }
 
 /// The contract's view of a ReplicaSet; `template_labels` indexes the snapshot's label sets.

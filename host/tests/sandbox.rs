@@ -6,9 +6,9 @@ use std::{sync::Arc, time::Duration};
 use host::{
     contract::Snapshot,
     embedded::DEFAULT_POLICY,
-    fixtures::Fixture,
     sandbox::{GuestFailure, LoadError, Sandbox, SandboxLimits, guard_rails::Violation},
 };
+use policy_kit::fixtures::Fixture;
 
 /// Three running pods, one orphan and one of another controller; the ReplicaSet wants 2.
 const SCALE_DOWN: &str = r#"

@@ -1,7 +1,7 @@
 //! The controller under test: the host's engine started in-process for one test namespace, and
 //! small builders for the objects tests create.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use anyhow::Result;
 use clap::Parser;
@@ -34,7 +34,7 @@ pub async fn start_controller(ns: &TestNamespace, flags: &[&str]) -> Result<Cont
     ];
     argv.extend_from_slice(flags);
     let flags = Flags::try_parse_from(argv)?;
-    Controller::start(&flags.run).await
+    Controller::start(&flags.run, Arc::new(policy_kit::conformance::check)).await
 }
 
 /// A ReplicaSet of `replicas` pods selecting and labelled `app: <name>`, with a pause container.

@@ -4,12 +4,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use host::{
-    modules::{
-        cli::{ModuleCommand, Target},
-        resource::{Mode, Phase, ReconcileModule},
-    },
+    modules::resource::{Mode, Phase, ReconcileModule},
     policy::Source,
 };
+use wasm_replicaset::module::{ModuleCommand, Target};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{
     api::{apps::v1::ReplicaSet, core::v1::Pod},
@@ -252,5 +250,5 @@ async fn a_module_can_come_from_a_config_map() -> Result<()> {
 async fn controller_module_cli(ns: &TestNamespace, command: ModuleCommand) -> Result<()> {
     let kubeconfig = tests::shared().await?.kubeconfig_path().to_path_buf();
     let target = Target { kubeconfig: Some(kubeconfig), namespace: ns.name().to_string() };
-    host::modules::cli::run(&target, &command).await
+    wasm_replicaset::module::run(&target, &command).await
 }

@@ -2,21 +2,11 @@
 
 use k8s_openapi::{
     api::apps::v1::{ReplicaSetCondition, ReplicaSetStatus as ApiStatus},
-    apimachinery::pkg::apis::meta::v1::{LabelSelector as ApiSelector, Time},
+    apimachinery::pkg::apis::meta::v1::LabelSelector as ApiSelector,
 };
 
 use super::{Condition, Label, LabelSelector, ReplicaSetStatus, SelectorRequirement};
-
-/// Unix nanoseconds of an API time.
-pub fn nanos(t: &Time) -> i64 {
-    t.0.as_nanosecond() as i64
-}
-
-/// The API time of Unix nanoseconds (whole seconds, as the API server stores them).
-pub fn time(nanos: i64) -> Time {
-    let seconds = nanos.div_euclid(1_000_000_000);
-    Time(jiff::Timestamp::from_second(seconds).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
-}
+use crate::time::{nanos, time};
 
 impl From<&ApiSelector> for LabelSelector {
     fn from(s: &ApiSelector) -> Self {
@@ -110,13 +100,6 @@ impl From<&ReplicaSetStatus> for ApiStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_round_trip_at_second_precision() {
-        let t = time(1_767_225_600_123_456_789);
-        assert_eq!(nanos(&t), 1_767_225_600_000_000_000);
-        assert_eq!(nanos(&time(-1)), -1_000_000_000);
-    }
 
     #[test]
     fn a_status_round_trips_through_the_api_type() {

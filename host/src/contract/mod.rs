@@ -4,6 +4,8 @@
 //! sees wasmtime's generated code except through this module.
 
 pub mod convert;
+mod display;
+pub mod native;
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -13,6 +15,8 @@ mod bindings {
         additional_derives: [PartialEq, Eq, Hash],
     });
 }
+
+pub use display::Conditions;
 
 pub use bindings::{
     ReplicasetPolicy, ReplicasetPolicyImports, ReplicasetPolicyPre,

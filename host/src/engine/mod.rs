@@ -2,14 +2,14 @@
 //! time through the policy and apply its plan.
 //!
 //! Data flows one way: watch → cache/index ([`handlers`]) → queue → snapshot → guest → plan →
-//! guard rails → apply ([`claims`], [`scale`]) → status ([`status`]); [`sync`] strings it together.
+//! guard rails → apply ([`claims`], [`scale`]) → status; [`sync`] strings it together, and every
+//! write goes through [`crate::apply`].
 
-mod claims;
+pub mod claims;
 pub mod handlers;
 #[cfg(test)]
 mod handlers_tests;
-mod scale;
-pub mod status;
+pub mod scale;
 pub mod sync;
 #[cfg(test)]
 mod tests;
@@ -24,11 +24,12 @@ use kube::{Api, Client, runtime::watcher};
 use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
-pub use status::{KubeReplicaSetControl, ReplicaSetControl};
 pub use sync::{SyncError, SyncReport};
 
 use crate::{
+    apply::{ApiCalls, Writes},
     consistency::ConsistencyStore,
+    contract::{Plan, Snapshot},
     expectations::ControllerExpectations,
     informers::{
         Informer,
@@ -36,7 +37,6 @@ use crate::{
         index::{PodIndex, ReplicaSetIndex},
     },
     metrics::Metrics,
-    pod_control::PodControl,
     policy::ActivePolicy,
     queue::WorkQueue,
 };
@@ -85,17 +85,13 @@ pub struct Shared {
 }
 
 /// What the engine works with besides its informers.
-pub struct Collaborators<P, R> {
+pub struct Collaborators<A> {
     /// The policy module and its sandbox.
     pub policy: Arc<ActivePolicy>,
-    /// Where pod writes are recorded for the consistency gate.
-    pub consistency: ConsistencyStore,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    /// Pod writes.
-    pub pod_control: P,
-    /// ReplicaSet reads and status writes.
-    pub rs_control: R,
+    /// The API requests behind every write.
+    pub api: A,
 }
 
 /// What one sync did, as the sync log reports it.
@@ -105,33 +101,34 @@ pub struct SyncRecord {
     pub key: String,
     /// The short digest of the module that planned it.
     pub module: String,
-    /// The plan, rendered with pod names (absent when no plan was made).
-    pub plan: Option<String>,
+    /// The last snapshot planned on and its plan (absent when no plan was made).
+    pub planned: Option<(Arc<Snapshot>, Plan)>,
     /// The outcome: what was done, or why the sync failed.
     pub outcome: Result<String, String>,
 }
 
 /// The running engine: informers, indexes, queue, and what the workers need to sync.
-pub struct Engine<P: PodControl, R: ReplicaSetControl> {
+pub struct Engine<A: ApiCalls> {
     /// State shared with the informer handlers.
     pub shared: Arc<Shared>,
-    pod_control: P,
-    rs_control: R,
+    writes: Writes<A>,
     rs_informer: Informer<ReplicaSet>,
     pod_informer: Informer<CachedPod>,
 }
 
-impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
+impl<A: ApiCalls> Engine<A> {
     /// Starts the ReplicaSet and Pod informers on `client`; they run until `stop` turns true.
     /// Workers are started separately ([`Engine::run_workers`]), so a standby replica can keep
     /// its caches warm without syncing.
     pub fn start(
         client: Client,
         config: &EngineConfig,
-        with: Collaborators<P, R>,
+        with: Collaborators<A>,
         stop: watch::Receiver<bool>,
     ) -> Arc<Self> {
-        let Collaborators { policy, consistency, metrics, pod_control, rs_control } = with;
+        let Collaborators { policy, metrics, api } = with;
+        let consistency = ConsistencyStore::default();
+        let writes = Writes::new(api, consistency.clone());
         let shared = Arc::new(Shared {
             replica_sets: ReplicaSetIndex::default(),
             pods: PodIndex::default(),
@@ -164,31 +161,27 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
             Arc::new(handlers::PodEvents(shared.clone())),
             stopped(stop),
         );
-        Arc::new(Self { shared, pod_control, rs_control, rs_informer, pod_informer })
+        Arc::new(Self { shared, writes, rs_informer, pod_informer })
     }
 
     /// An engine without informers, for unit tests that fill the indexes themselves.
     #[cfg(test)]
-    pub(crate) fn detached(policy: Arc<ActivePolicy>, pod_control: P, rs_control: R, burst_replicas: u32) -> Arc<Self> {
+    pub(crate) fn detached(policy: Arc<ActivePolicy>, api: A, burst_replicas: u32) -> Arc<Self> {
+        let consistency = ConsistencyStore::default();
+        let writes = Writes::new(api, consistency.clone());
         let shared = Arc::new(Shared {
             replica_sets: ReplicaSetIndex::default(),
             pods: PodIndex::default(),
             queue: WorkQueue::new(),
             expectations: ControllerExpectations::new(),
-            consistency: ConsistencyStore::default(),
+            consistency,
             policy,
             burst_replicas,
             sync_log: broadcast::channel(64).0,
             metrics: Arc::default(),
             access_denied: Mutex::new(None),
         });
-        Arc::new(Self {
-            shared,
-            pod_control,
-            rs_control,
-            rs_informer: Informer::detached(),
-            pod_informer: Informer::detached(),
-        })
+        Arc::new(Self { shared, writes, rs_informer: Informer::detached(), pod_informer: Informer::detached() })
     }
 
     /// Resolves once both caches hold their first full list (`WaitForCacheSync`).

@@ -5,10 +5,10 @@
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 
-use super::{Engine, status::ReplicaSetControl};
+use super::Engine;
 use crate::{
+    apply::{ApiCalls, WriteError},
     contract::Plan,
-    pod_control::{PodControl, PodError},
     slow_start::{SLOW_START_INITIAL_BATCH_SIZE, slow_start_batch},
     snapshot::Projection,
 };
@@ -21,12 +21,32 @@ pub struct Scaled {
     /// Pods deleted (or already gone).
     pub deleted: usize,
     /// The first error, as upstream's `manageReplicas` returns it.
-    pub error: Option<String>,
+    pub error: Option<ScaleError>,
+}
+
+/// Creating or deleting pods failed (upstream `manageReplicas`' error).
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    /// A creation failed; the rest of the slow-start batches were skipped.
+    #[error("{0}")]
+    Create(WriteError),
+    /// A deletion failed.
+    #[error("unable to delete pods: {0}")]
+    Delete(WriteError),
+}
+
+impl ScaleError {
+    /// The API error behind it.
+    pub fn write_error(&self) -> &WriteError {
+        match self {
+            Self::Create(e) | Self::Delete(e) => e,
+        }
+    }
 }
 
 /// Creates `plan.create` pods or deletes `plan.delete`.
-pub async fn apply<P: PodControl, R: ReplicaSetControl>(
-    engine: &Engine<P, R>,
+pub async fn apply<A: ApiCalls>(
+    engine: &Engine<A>,
     key: &str,
     rs: &ReplicaSet,
     projection: &Projection,
@@ -41,8 +61,8 @@ pub async fn apply<P: PodControl, R: ReplicaSetControl>(
     }
 }
 
-async fn create<P: PodControl, R: ReplicaSetControl>(
-    engine: &Engine<P, R>,
+async fn create<A: ApiCalls>(
+    engine: &Engine<A>,
     key: &str,
     rs: &ReplicaSet,
     count: usize,
@@ -54,7 +74,7 @@ async fn create<P: PodControl, R: ReplicaSetControl>(
     expectations.expect_creations(key, count);
     tracing::info!(count, "creating pods");
     let (successes, error) = slow_start_batch(count, SLOW_START_INITIAL_BATCH_SIZE, || async {
-        match engine.pod_control.create_pod(rs).await {
+        match engine.writes.create_pod(rs).await {
             Ok(_) => Ok(()),
             // A namespace being deleted refuses every creation; upstream treats it as success
             // so the controller does not spin on it.
@@ -63,8 +83,8 @@ async fn create<P: PodControl, R: ReplicaSetControl>(
         }
     })
     .await;
-    // Any skipped pods that we never attempted to start shouldn't be expected. The skipped pods
-    // will be retried later, when the expectations expire or are met.
+    // Creations never attempted will never be observed: stop waiting for them now. The next
+    // sync after the expectations are met (or expire) tries them again.
     let skipped = count - successes;
     if skipped > 0 {
         tracing::debug!(skipped, "slow-start failure: skipping creation of pods, decrementing expectations");
@@ -72,11 +92,11 @@ async fn create<P: PodControl, R: ReplicaSetControl>(
             expectations.creation_observed(key);
         }
     }
-    Scaled { created: successes, deleted: 0, error: error.map(|e: PodError| e.to_string()) }
+    Scaled { created: successes, deleted: 0, error: error.map(ScaleError::Create) }
 }
 
-async fn delete<P: PodControl, R: ReplicaSetControl>(
-    engine: &Engine<P, R>,
+async fn delete<A: ApiCalls>(
+    engine: &Engine<A>,
     key: &str,
     rs: &ReplicaSet,
     projection: &Projection,
@@ -85,20 +105,18 @@ async fn delete<P: PodControl, R: ReplicaSetControl>(
     let expectations = &engine.shared.expectations;
     let pods: Vec<_> = victims.iter().map(|&i| &projection.pods[i as usize]).collect();
     let pod_keys: Vec<String> = pods.iter().map(|p| p.key()).collect();
-    // Snapshot the UIDs (ns/name) of the pods we're expecting to see deleted, so we know to
-    // record their expectations exactly once either when we see them as an update/delete, or if
-    // the deletion fails.
+    // Expect these pods by key, so each is counted off exactly once: by the informer's update
+    // or delete event, or below if its deletion fails.
     expectations.expect_deletions(key, pod_keys.iter().cloned());
     tracing::info!(count = pods.len(), "deleting pods");
     let deletions = pods.iter().zip(&pod_keys).map(|(pod, pod_key)| async move {
         let name = pod.metadata.name.as_deref().unwrap_or_default();
-        match engine.pod_control.delete_pod(rs, name).await {
+        match engine.writes.delete_pod(rs, name).await {
             Ok(()) => Ok(()),
             Err(e) => {
-                // Decrement the expected number of deletes because the informer won't observe
-                // this deletion.
+                // No event will ever report this deletion: count it off here.
                 expectations.deletion_observed(key, pod_key);
-                if e.is_not_found() { Ok(()) } else { Err(format!("unable to delete pods: {e}")) }
+                if e.is_not_found() { Ok(()) } else { Err(ScaleError::Delete(e)) }
             }
         }
     });

@@ -1,23 +1,29 @@
-//! One sync of one ReplicaSet key, in upstream `syncReplicaSet`'s order. Never runs twice at
-//! once for a key (the work queue guarantees it).
+//! One sync of one ReplicaSet key, as upstream's `syncReplicaSet`: gate → snapshot → plan →
+//! claims → scale → status → requeue. Never runs twice at once for a key (the work queue
+//! guarantees it).
 
 use std::{
     collections::HashMap,
     sync::Arc,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 
-use super::{Engine, claims, scale};
+use super::{
+    Engine,
+    claims::{self, ClaimError},
+    scale::{self, ScaleError, Scaled},
+};
 use crate::{
+    apply::{ApiCalls, WriteError, status_unchanged},
     consistency::{Resource, StaleCache},
-    contract::{Controller, Plan, ReconcileError},
-    engine::status::{ReplicaSetControl, update_replica_set_status},
-    pod_control::{PodControl, api_message},
-    sandbox::{GuestError, PolicyModule},
+    contract::{Controller, Plan, ReconcileError, ReplicaSetStatus, Snapshot},
+    policy::SyncPolicy,
+    sandbox::GuestError,
     selector::ReplicaSetSelector,
     snapshot::{self, Context, Projection},
+    time::unix_nanos,
 };
 
 /// Why a sync failed; every variant means "retry with backoff".
@@ -33,23 +39,25 @@ pub enum SyncError {
     #[error(transparent)]
     Guest(#[from] GuestError),
     /// Adopting or releasing pods failed; nothing was scaled and no status written.
-    #[error("{0}")]
-    Claim(String),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     /// Creating or deleting pods failed (the status was still written).
-    #[error("{0}")]
-    Scale(String),
+    #[error(transparent)]
+    Scale(#[from] ScaleError),
     /// Writing the status failed.
-    #[error("updating status: {}", api_message(.0))]
-    Status(kube::Error),
+    #[error("updating status: {0}")]
+    Status(#[source] WriteError),
 }
 
 impl SyncError {
-    /// RBAC refused one of the controller's requests (readiness reports it). The API server's
-    /// message for that is `<resource> is forbidden: User "<user>" cannot <verb> resource ...`;
-    /// a quota refusal is also a 403 but says "exceeded quota", and is no access problem.
+    /// RBAC refused one of the controller's requests (readiness reports it).
     pub fn is_access_denied(&self) -> bool {
-        let text = self.to_string();
-        text.contains("is forbidden: User ") && text.contains(" cannot ")
+        match self {
+            Self::Claim(e) => e.write_errors().any(WriteError::is_access_denied),
+            Self::Scale(e) => e.write_error().is_access_denied(),
+            Self::Status(e) => e.is_access_denied(),
+            Self::InvalidKey(_) | Self::StaleCache(_) | Self::Guest(_) => false,
+        }
     }
 
     /// A short, stable label for metrics.
@@ -65,12 +73,12 @@ impl SyncError {
     }
 }
 
-/// What a successful sync did, for the log line and metrics.
+/// What a sync did, for the log line, the sync log and metrics.
 #[derive(Debug, Default)]
 pub struct SyncReport {
     /// The ReplicaSet was not in the cache (deleted).
     pub gone: bool,
-    /// Pods adopted, released, created and deleted.
+    /// Pods adopted.
     pub adopted: usize,
     /// Pods released.
     pub released: usize,
@@ -84,6 +92,8 @@ pub struct SyncReport {
     pub invalid_selector: Option<String>,
     /// Time spent in the guest.
     pub guest_time: Duration,
+    /// The last snapshot planned on and its plan; kept only while someone reads the sync log.
+    pub planned: Option<(Arc<Snapshot>, Plan)>,
 }
 
 impl SyncReport {
@@ -109,153 +119,168 @@ impl SyncReport {
 /// Adoptions that found their pod gone force a new plan; the loop is bounded all the same.
 const MAX_PLANS_PER_SYNC: usize = 3;
 
-impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
-    /// Syncs one key; see the module doc for the order of steps.
+impl<A: ApiCalls> Engine<A> {
+    /// Syncs one key (upstream `syncReplicaSet`) and reports it to the sync log.
     pub async fn sync_replica_set(&self, key: &str) -> Result<SyncReport, SyncError> {
-        let serving = self.shared.policy.serving();
-        let module = serving.module.clone();
-        let mut plan_text = None;
-        let result = self.sync_with(key, module.clone(), &mut plan_text).await;
-        match &result {
-            Err(SyncError::Guest(error)) => self.shared.policy.record_failure(&serving, key, error),
-            Ok(report) if !report.gone => self.shared.policy.record_success(&serving),
-            _ => {}
-        }
-        if self.shared.sync_log.receiver_count() > 0 {
-            let outcome = match &result {
-                Ok(report) => Ok(report.summary()),
-                Err(e) => Err(e.to_string()),
-            };
-            let record =
-                super::SyncRecord { key: key.to_string(), module: module.digest.short(), plan: plan_text, outcome };
-            let _ = self.shared.sync_log.send(record);
-        }
-        result
+        let mut policy = self.shared.policy.for_sync(key, &self.shared.metrics);
+        let mut report = SyncReport::default();
+        let result = self.sync_steps(key, &mut policy, &mut report).await;
+        self.log_sync(key, &policy, &report, &result);
+        result.map(|()| report)
     }
 
-    async fn sync_with(
-        &self,
-        key: &str,
-        module: Arc<PolicyModule>,
-        plan_text: &mut Option<String>,
-    ) -> Result<SyncReport, SyncError> {
-        let shared = &self.shared;
-        // 1. The key.
+    /// The steps, in upstream's order; each is one function below.
+    async fn sync_steps(&self, key: &str, policy: &mut SyncPolicy<'_>, report: &mut SyncReport) -> Result<(), SyncError> {
         let (namespace, name) = key.split_once('/').ok_or_else(|| SyncError::InvalidKey(key.to_string()))?;
-        // 2. The consistency gate: never act on a cache older than our own writes.
-        shared.consistency.ensure_ready(key, |resource| match resource {
+        self.consistency_gate(key)?;
+        let Some(rs) = self.shared.replica_sets.get(namespace, name) else {
+            self.forget(key);
+            report.gone = true;
+            return Ok(());
+        };
+        let started = Instant::now();
+        let projection = self.snapshot(key, &rs);
+        let Some((plan, projection)) = self.plan_and_claim(&rs, projection, policy, report).await? else {
+            return Ok(());
+        };
+        let scaled = scale::apply(self, key, &rs, &projection, &plan).await;
+        (report.created, report.deleted) = (scaled.created, scaled.deleted);
+        let status = self.status_after_scaling(&projection, &plan, &scaled, policy, report).await?;
+        report.status_written = !status_unchanged(&rs, &status);
+        self.writes.update_status(&rs, &status).await.map_err(SyncError::Status)?;
+        // A scale error is retried with backoff, and without an availability check.
+        if let Some(error) = scaled.error {
+            return Err(SyncError::Scale(error));
+        }
+        self.requeue_for_availability(key, &plan, started);
+        Ok(())
+    }
+
+    /// Never act on a cache older than our own writes (upstream's consistency store).
+    fn consistency_gate(&self, key: &str) -> Result<(), StaleCache> {
+        self.shared.consistency.ensure_ready(key, |resource| match resource {
             Resource::Pods => self.pod_informer.last_resource_version(),
             Resource::ReplicaSets => self.rs_informer.last_resource_version(),
-        })?;
-        // 3. A ReplicaSet gone from the cache: forget it.
-        let Some(rs) = shared.replica_sets.get(namespace, name) else {
-            shared.consistency.clear(key, None);
-            shared.expectations.delete_expectations(key);
-            return Ok(SyncReport { gone: true, ..SyncReport::default() });
-        };
-        // 4. Expectations are read before the pods are listed, so a pod observed in between is
-        // counted (TestRSSyncExpectations).
-        let expectations_satisfied = shared.expectations.satisfied_expectations(key);
-        let started = Instant::now();
-        let now = unix_nanos();
-        // 6. Candidates: pods this ReplicaSet controls plus the namespace's orphans.
-        let uid = rs.metadata.uid.clone().unwrap_or_default();
-        let candidates = shared.pods.owned_and_orphans(namespace, &uid);
-        let context = Context { expectations_satisfied, now, burst_replicas: shared.burst_replicas };
-        let mut projection = snapshot::project(&rs, candidates, context, || self.related_pods_per_node(&rs));
+        })
+    }
 
-        let mut report = SyncReport::default();
+    /// A ReplicaSet gone from the cache: forget what we expected of it.
+    fn forget(&self, key: &str) {
+        self.shared.consistency.clear(key, None);
+        self.shared.expectations.delete_expectations(key);
+    }
+
+    /// The policy's input: the ReplicaSet, the pods it controls plus its namespace's orphans.
+    /// Expectations are read before the pods are listed, so a pod observed in between is
+    /// counted (upstream `TestRSSyncExpectations`).
+    fn snapshot(&self, key: &str, rs: &ReplicaSet) -> Projection {
+        let shared = &self.shared;
+        let context = Context {
+            expectations_satisfied: shared.expectations.satisfied_expectations(key),
+            now: unix_nanos(),
+            burst_replicas: shared.burst_replicas,
+        };
+        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
+        let candidates = shared.pods.owned_and_orphans(namespace, rs.metadata.uid.as_deref().unwrap_or_default());
+        snapshot::project(rs, candidates, context, || self.related_pods_per_node(rs))
+    }
+
+    /// Plans, then applies the plan's releases and adoptions. An orphan that vanished before we
+    /// could adopt it makes us ask the policy again on the snapshot as it now stands, where
+    /// upstream just counts one pod fewer; so counts, victims and status agree with what really
+    /// happened. `None`: the policy refused the selector, and the sync does nothing more.
+    async fn plan_and_claim(
+        &self,
+        rs: &ReplicaSet,
+        mut projection: Projection,
+        policy: &mut SyncPolicy<'_>,
+        report: &mut SyncReport,
+    ) -> Result<Option<(Plan, Projection)>, SyncError> {
         let mut plans = 0;
-        let plan = loop {
+        loop {
             plans += 1;
-            let key_arc: Arc<str> = Arc::from(key);
-            let snapshot = Arc::new(projection.snapshot);
-            let guest_started = Instant::now();
-            let (outcome, stats) = shared
-                .policy
-                .sandbox()
-                .reconcile(&module, &key_arc, &snapshot)
-                .await
-                .inspect_err(|e| shared.metrics.guest_failure(e))?;
-            shared.metrics.observe_guest_call(&module.digest.short(), "reconcile", &stats);
-            report.guest_time += guest_started.elapsed();
-            if plans == 1 {
-                // The shadow candidate sees the same snapshot; its plan is compared, never applied.
-                crate::modules::shadow::compare_later(&shared.policy, &key_arc, &snapshot, &outcome);
-            }
-            projection.snapshot = Arc::unwrap_or_clone(snapshot);
-            let plan = match outcome {
-                Ok(plan) => {
-                    if shared.sync_log.receiver_count() > 0 {
-                        *plan_text = Some(crate::fixtures::render::plan_text(&projection.snapshot, &plan));
-                    }
-                    plan
-                }
-                // 5. An invalid selector: upstream logs it and neither scales, writes status nor retries.
-                Err(ReconcileError::InvalidSelector(why)) => {
-                    tracing::error!(error = %why, "error converting pod selector to selector for rs {key}");
-                    report.invalid_selector = Some(why);
-                    return Ok(report);
-                }
-                Err(ReconcileError::InvalidSnapshot(_)) => unreachable!("the sandbox turns this into a GuestError"),
-            };
-            // 7-8. Releases and adoptions; any failure ends the sync before scaling and status.
-            let claimed = claims::apply(self, &rs, &projection, &plan).await.map_err(SyncError::Claim)?;
+            let Some(plan) = self.plan(&projection.snapshot, policy, report).await? else { return Ok(None) };
+            let claimed = claims::apply(self, rs, &projection, &plan).await?;
             report.adopted += claimed.adopted.len();
             report.released += plan.release.len();
             if claimed.vanished.is_empty() || plans == MAX_PLANS_PER_SYNC {
-                break plan;
+                return Ok(Some((plan, projection)));
             }
-            // An orphan vanished before we could adopt it. Upstream just counts one pod fewer;
-            // we ask the policy again, on the snapshot as it now stands, so its counts, victims and
-            // status agree with what really happened.
-            let context = context_of(&projection, expectations_satisfied);
-            projection = settle_claims(&rs, projection, &plan, &claimed, context);
-        };
+            projection = settle_claims(rs, projection, &plan, &claimed);
+        }
+    }
 
-        // 10. Scale (the plan only asks when expectations are satisfied and the RS is not deleting).
-        let scaled = scale::apply(self, key, &rs, &projection, &plan).await;
-        report.created = scaled.created;
-        report.deleted = scaled.deleted;
-
-        // 11. The status: the plan's, or the policy's answer to the scale error.
-        let status = match &scaled.error {
-            None => plan.status.clone(),
-            Some(message) => {
-                let key_arc: Arc<str> = Arc::from(key);
-                let guest_started = Instant::now();
-                let status = shared
-                    .policy
-                    .sandbox()
-                    .status_after_scale_error(
-                        &module,
-                        &key_arc,
-                        projection.snapshot.replica_set.clone(),
-                        plan.status.clone(),
-                        message.clone(),
-                        now,
-                    )
-                    .await?;
-                report.guest_time += guest_started.elapsed();
-                status
+    /// One `reconcile` call. An invalid selector is logged and ends the sync without status or
+    /// retry, as upstream does.
+    async fn plan(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        policy: &mut SyncPolicy<'_>,
+        report: &mut SyncReport,
+    ) -> Result<Option<Plan>, SyncError> {
+        let started = Instant::now();
+        let outcome = policy.plan(snapshot).await?;
+        report.guest_time += started.elapsed();
+        match outcome {
+            Ok(plan) => {
+                if self.shared.sync_log.receiver_count() > 0 {
+                    report.planned = Some((snapshot.clone(), plan.clone()));
+                }
+                Ok(Some(plan))
             }
-        };
-        // 12-13. Write it (skipped when unchanged) and remember the write for the consistency gate.
-        report.status_written = !super::status::status_unchanged(&rs, &status);
-        let updated = update_replica_set_status(&self.rs_control, &rs, &status).await.map_err(SyncError::Status)?;
-        if let Some(rv) = updated.metadata.resource_version.as_deref() {
-            shared.consistency.wrote_at(key, &uid, Resource::ReplicaSets, rv);
+            Err(ReconcileError::InvalidSelector(why)) => {
+                let key = format!("{}/{}", snapshot.replica_set.namespace, snapshot.replica_set.name);
+                tracing::error!(error = %why, "error converting pod selector to selector for rs {key}");
+                report.invalid_selector = Some(why);
+                Ok(None)
+            }
+            Err(ReconcileError::InvalidSnapshot(_)) => unreachable!("the sandbox turns this into a GuestError"),
         }
-        // 14. A scale error is retried with backoff, and without an availability check.
-        if let Some(message) = scaled.error {
-            return Err(SyncError::Scale(message));
-        }
-        // 15. Look again when the next ready pod turns available (measured from the snapshot's now).
+    }
+
+    /// The status to write: the plan's, or the policy's answer to the scale error.
+    async fn status_after_scaling(
+        &self,
+        projection: &Projection,
+        plan: &Plan,
+        scaled: &Scaled,
+        policy: &SyncPolicy<'_>,
+        report: &mut SyncReport,
+    ) -> Result<ReplicaSetStatus, SyncError> {
+        let Some(error) = &scaled.error else { return Ok(plan.status.clone()) };
+        let started = Instant::now();
+        let snapshot = &projection.snapshot;
+        let status = policy
+            .status_after_scale_error(snapshot.replica_set.clone(), plan.status.clone(), error.to_string(), snapshot.now)
+            .await?;
+        report.guest_time += started.elapsed();
+        Ok(status)
+    }
+
+    /// Look again when the next ready pod turns available, measured from the snapshot's now.
+    fn requeue_for_availability(&self, key: &str, plan: &Plan, started: Instant) {
         if let Some(after) = plan.requeue_after {
             let remaining = Duration::from_nanos(after).saturating_sub(started.elapsed());
-            shared.queue.add_after(key, remaining);
+            self.shared.queue.add_after(key, remaining);
         }
-        Ok(report)
+    }
+
+    /// Sends the sync's outcome to whoever subscribed to the sync log (the demo, tests).
+    fn log_sync(&self, key: &str, policy: &SyncPolicy<'_>, report: &SyncReport, result: &Result<(), SyncError>) {
+        if self.shared.sync_log.receiver_count() == 0 {
+            return;
+        }
+        let outcome = match result {
+            Ok(()) => Ok(report.summary()),
+            Err(e) => Err(e.to_string()),
+        };
+        let record = super::SyncRecord {
+            key: key.to_string(),
+            module: policy.module().digest.short(),
+            planned: report.planned.clone(),
+            outcome,
+        };
+        let _ = self.shared.sync_log.send(record);
     }
 
     /// Active pods per node that are related to `rs`: those matching the selector of any
@@ -286,20 +311,9 @@ impl<P: PodControl, R: ReplicaSetControl> Engine<P, R> {
     }
 }
 
-fn context_of(projection: &Projection, expectations_satisfied: bool) -> Context {
-    let s = &projection.snapshot;
-    Context { expectations_satisfied, now: s.now, burst_replicas: s.burst_replicas }
-}
-
 /// The snapshot after the claims of `plan`: vanished pods gone, adopted pods owned, released
 /// pods orphaned (their labels no longer match, so they stay unclaimed).
-fn settle_claims(
-    rs: &ReplicaSet,
-    projection: Projection,
-    plan: &Plan,
-    claimed: &claims::Claimed,
-    context: Context,
-) -> Projection {
+fn settle_claims(rs: &ReplicaSet, projection: Projection, plan: &Plan, claimed: &claims::Claimed) -> Projection {
     let Projection { snapshot, pods } = projection;
     let related: HashMap<String, u32> =
         snapshot.nodes.iter().map(|n| (n.name.clone(), n.related_active_pods)).collect();
@@ -312,16 +326,17 @@ fn settle_claims(
         let mut pod = Arc::unwrap_or_clone(pod);
         if claimed.adopted.contains(&i) {
             let mut refs = pod.metadata.owner_references.take().unwrap_or_default();
-            refs.push(crate::pod_control::controller_ref(rs));
+            refs.push(crate::apply::pods::controller_ref(rs));
             pod.metadata.owner_references = Some(refs);
         } else if plan.release.contains(&i) && snapshot.pods[i as usize].controller == Controller::ThisReplicaSet {
             pod.metadata.owner_references = None;
         }
         kept.push(Arc::new(pod));
     }
+    let context = Context {
+        expectations_satisfied: snapshot.expectations_satisfied,
+        now: snapshot.now,
+        burst_replicas: snapshot.burst_replicas,
+    };
     snapshot::project(rs, kept, context, || related)
-}
-
-fn unix_nanos() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }

@@ -5,27 +5,27 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 
-use super::{Engine, SyncError, status::tests::RecordingReplicaSets};
+use super::{Engine, SyncError};
 use crate::{
+    apply::recording::RecordingApi,
     embedded::DEFAULT_POLICY,
     informers::cached::CachedPod,
-    pod_control::recording::RecordingPodControl,
     policy::ActivePolicy,
     sandbox::{Sandbox, SandboxLimits},
 };
 
-type TestEngine = Arc<Engine<RecordingPodControl, RecordingReplicaSets>>;
+type TestEngine = Arc<Engine<RecordingApi>>;
 
 const KEY: &str = "default/foobar";
 
-fn engine(pods: RecordingPodControl) -> TestEngine {
-    engine_with_burst(pods, super::BURST_REPLICAS)
+fn engine(api: RecordingApi) -> TestEngine {
+    engine_with_burst(api, super::BURST_REPLICAS)
 }
 
-fn engine_with_burst(pods: RecordingPodControl, burst: u32) -> TestEngine {
+fn engine_with_burst(api: RecordingApi, burst: u32) -> TestEngine {
     let sandbox = Sandbox::new(SandboxLimits::default()).unwrap();
     let module = Arc::new(sandbox.compile(DEFAULT_POLICY).unwrap());
-    Engine::detached(Arc::new(ActivePolicy::new(sandbox, module)), pods, RecordingReplicaSets::default(), burst)
+    Engine::detached(Arc::new(ActivePolicy::new(sandbox, module)), api, burst)
 }
 
 /// Upstream's `newReplicaSet(replicas, {foo: bar})`: name foobar, namespace default, uid 123.
@@ -65,29 +65,29 @@ fn add_pods(engine: &TestEngine, n: usize) {
 }
 
 fn status_puts(engine: &TestEngine) -> usize {
-    engine.rs_control.puts.lock().unwrap().len()
+    engine.writes.api().puts.lock().unwrap().len()
 }
 
 #[tokio::test]
 async fn a_matching_count_does_nothing() {
     // TestSyncReplicaSetDoesNothing.
-    let engine = engine(RecordingPodControl::default());
+    let engine = engine(RecordingApi::default());
     add_replica_set(&engine, replica_set(2));
     add_pods(&engine, 2);
     engine.sync_replica_set(KEY).await.unwrap();
-    assert_eq!(*engine.pod_control.create_calls.lock().unwrap(), 0);
-    assert!(engine.pod_control.deleted.lock().unwrap().is_empty());
-    assert!(engine.pod_control.patches.lock().unwrap().is_empty());
+    assert_eq!(*engine.writes.api().create_calls.lock().unwrap(), 0);
+    assert!(engine.writes.api().deleted.lock().unwrap().is_empty());
+    assert!(engine.writes.api().patches.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn creations_wait_for_their_expectations_and_skipped_ones_are_not_expected() {
     // TestSyncReplicaSetDormancy.
-    let engine = engine(RecordingPodControl::default());
+    let engine = engine(RecordingApi::default());
     add_replica_set(&engine, replica_set(2));
     add_pods(&engine, 1);
     engine.sync_replica_set(KEY).await.unwrap();
-    assert_eq!(*engine.pod_control.created.lock().unwrap(), 1);
+    assert_eq!(*engine.writes.api().created.lock().unwrap(), 1);
     assert_eq!(status_puts(&engine), 1);
 
     // The creation is not observed yet: a re-sync creates nothing but still writes status.
@@ -95,34 +95,34 @@ async fn creations_wait_for_their_expectations_and_skipped_ones_are_not_expected
     rs.status.as_mut().unwrap().replicas = 5;
     add_replica_set(&engine, rs);
     engine.sync_replica_set(KEY).await.unwrap();
-    assert_eq!(*engine.pod_control.created.lock().unwrap(), 1);
+    assert_eq!(*engine.writes.api().created.lock().unwrap(), 1);
     assert_eq!(status_puts(&engine), 2);
 
     // Observed, but the next creation fails: it is attempted once and un-expected...
     engine.shared.expectations.creation_observed(KEY);
-    *engine.pod_control.fail.lock().unwrap() = true;
+    *engine.writes.api().fail.lock().unwrap() = true;
     let err = engine.sync_replica_set(KEY).await.unwrap_err();
-    assert!(matches!(err, SyncError::Scale(ref m) if m.contains("exceeded quota")), "{err}");
-    assert_eq!(*engine.pod_control.create_calls.lock().unwrap(), 2);
+    assert!(matches!(err, SyncError::Scale(ref e) if e.to_string().contains("exceeded quota")), "{err}");
+    assert_eq!(*engine.writes.api().create_calls.lock().unwrap(), 2);
     assert!(engine.shared.expectations.satisfied_expectations(KEY));
 
     // ...so the next sync tries again.
-    *engine.pod_control.fail.lock().unwrap() = false;
+    *engine.writes.api().fail.lock().unwrap() = false;
     engine.sync_replica_set(KEY).await.unwrap();
-    assert_eq!(*engine.pod_control.created.lock().unwrap(), 2);
+    assert_eq!(*engine.writes.api().created.lock().unwrap(), 2);
 }
 
 #[tokio::test]
 async fn a_quota_limit_stops_slow_start_after_the_first_failing_batch() {
     // TestSyncReplicaSetCreateFailures: 100 wanted, the fake limit is 10 → 10 created, ≤ 15 calls.
-    let engine = engine(RecordingPodControl { create_limit: Some(10), ..Default::default() });
+    let engine = engine(RecordingApi { create_limit: Some(10), ..Default::default() });
     add_replica_set(&engine, replica_set(100));
     let err = engine.sync_replica_set(KEY).await.unwrap_err();
     assert!(matches!(err, SyncError::Scale(_)), "{err}");
-    assert_eq!(*engine.pod_control.created.lock().unwrap(), 10);
-    assert!(*engine.pod_control.create_calls.lock().unwrap() <= 15);
+    assert_eq!(*engine.writes.api().created.lock().unwrap(), 10);
+    assert!(*engine.writes.api().create_calls.lock().unwrap() <= 15);
     // The ReplicaFailure condition was written with the status.
-    let puts = engine.rs_control.puts.lock().unwrap();
+    let puts = engine.writes.api().puts.lock().unwrap();
     let conditions = puts.last().unwrap().status.as_ref().unwrap().conditions.clone().unwrap();
     assert_eq!(conditions[0].type_.as_deref(), Some("ReplicaFailure"));
     assert_eq!(conditions[0].reason.as_deref(), Some("FailedCreate"));
@@ -136,9 +136,9 @@ async fn a_quota_limit_stops_slow_start_after_the_first_failing_batch() {
 #[tokio::test]
 async fn each_sync_creates_at_most_the_burst_and_waits_until_it_is_observed() {
     // TestControllerBurstReplicas (burst 5, 12 replicas): 5, nothing while pending, 5, then 2.
-    let engine = engine_with_burst(RecordingPodControl::default(), 5);
+    let engine = engine_with_burst(RecordingApi::default(), 5);
     add_replica_set(&engine, replica_set(12));
-    let created = || *engine.pod_control.created.lock().unwrap();
+    let created = || *engine.writes.api().created.lock().unwrap();
     engine.sync_replica_set(KEY).await.unwrap();
     assert_eq!(created(), 5);
     engine.sync_replica_set(KEY).await.unwrap();
@@ -158,11 +158,11 @@ async fn each_sync_creates_at_most_the_burst_and_waits_until_it_is_observed() {
 
 #[tokio::test]
 async fn deletions_are_expected_by_pod_and_failed_ones_are_un_expected() {
-    let engine = engine(RecordingPodControl::default());
+    let engine = engine(RecordingApi::default());
     add_replica_set(&engine, replica_set(1));
     add_pods(&engine, 3);
     engine.sync_replica_set(KEY).await.unwrap();
-    let deleted = engine.pod_control.deleted.lock().unwrap().clone();
+    let deleted = engine.writes.api().deleted.lock().unwrap().clone();
     assert_eq!(deleted.len(), 2);
     assert!(!engine.shared.expectations.satisfied_expectations(KEY));
     for name in &deleted {
@@ -171,33 +171,33 @@ async fn deletions_are_expected_by_pod_and_failed_ones_are_un_expected() {
     assert!(engine.shared.expectations.satisfied_expectations(KEY));
 
     // A failing deletion is counted as observed at once.
-    let engine = self::engine(RecordingPodControl::default());
-    *engine.pod_control.fail.lock().unwrap() = true;
+    let engine = self::engine(RecordingApi::default());
+    *engine.writes.api().fail.lock().unwrap() = true;
     add_replica_set(&engine, replica_set(1));
     add_pods(&engine, 3);
     let err = engine.sync_replica_set(KEY).await.unwrap_err();
-    assert!(matches!(err, SyncError::Scale(ref m) if m.starts_with("unable to delete pods:")), "{err}");
+    assert!(matches!(err, SyncError::Scale(ref e) if e.to_string().starts_with("unable to delete pods:")), "{err}");
     assert!(engine.shared.expectations.satisfied_expectations(KEY));
 }
 
 #[tokio::test]
 async fn a_failed_status_write_fails_the_sync_after_one_get_and_two_puts() {
     // TestControllerUpdateRequeue / TestControllerUpdateStatusWithFailure.
-    let engine = engine(RecordingPodControl::default());
-    *engine.rs_control.fail_puts.lock().unwrap() = usize::MAX;
-    *engine.rs_control.live.lock().unwrap() = Some(replica_set(2));
+    let engine = engine(RecordingApi::default());
+    *engine.writes.api().fail_puts.lock().unwrap() = usize::MAX;
+    *engine.writes.api().live.lock().unwrap() = Some(replica_set(2));
     add_replica_set(&engine, replica_set(2));
     add_pods(&engine, 2);
     let err = engine.sync_replica_set(KEY).await.unwrap_err();
     assert!(matches!(err, SyncError::Status(_)), "{err}");
     assert_eq!(status_puts(&engine), 2);
-    assert_eq!(*engine.rs_control.gets.lock().unwrap(), 1);
+    assert_eq!(*engine.writes.api().gets.lock().unwrap(), 1);
 }
 
 #[tokio::test]
 async fn a_replica_set_gone_from_the_cache_drops_its_expectations() {
     // TestDeleteControllerAndExpectations.
-    let engine = engine(RecordingPodControl::default());
+    let engine = engine(RecordingApi::default());
     engine.shared.expectations.expect_creations(KEY, 3);
     let report = engine.sync_replica_set(KEY).await.unwrap();
     assert!(report.gone);
@@ -207,43 +207,43 @@ async fn a_replica_set_gone_from_the_cache_drops_its_expectations() {
 #[tokio::test]
 async fn a_failed_adoption_aborts_before_scaling_and_status() {
     // TestPatchPodFails: 2 matching orphans, patches fail → error, 2 patches, no creates.
-    let engine = engine(RecordingPodControl::default());
-    *engine.pod_control.fail.lock().unwrap() = true;
-    *engine.rs_control.live.lock().unwrap() = Some(replica_set(3));
+    let engine = engine(RecordingApi::default());
+    *engine.writes.api().fail.lock().unwrap() = true;
+    *engine.writes.api().live.lock().unwrap() = Some(replica_set(3));
     add_replica_set(&engine, replica_set(3));
     for name in ["orphan-a", "orphan-b"] {
         engine.shared.pods.upsert(None, &pod(name, None, BTreeMap::from([("foo", "bar")])));
     }
     let err = engine.sync_replica_set(KEY).await.unwrap_err();
-    assert!(matches!(err, SyncError::Claim(ref m) if m.contains("fake Error")), "{err}");
-    assert_eq!(engine.pod_control.patches.lock().unwrap().len(), 2);
-    assert_eq!(*engine.pod_control.create_calls.lock().unwrap(), 0);
+    assert!(matches!(err, SyncError::Claim(ref e) if e.to_string().contains("fake Error")), "{err}");
+    assert_eq!(engine.writes.api().patches.lock().unwrap().len(), 2);
+    assert_eq!(*engine.writes.api().create_calls.lock().unwrap(), 0);
     assert_eq!(status_puts(&engine), 0);
 }
 
 #[tokio::test]
 async fn no_adoption_when_the_live_replica_set_is_being_deleted() {
     // TestDoNotAdoptOrCreateIfBeingDeletedRace: the cache says alive, the live GET says deleting.
-    let engine = engine(RecordingPodControl::default());
+    let engine = engine(RecordingApi::default());
     let mut live = replica_set(3);
-    live.metadata.deletion_timestamp = Some(crate::contract::convert::time(1_767_225_600_000_000_000));
-    *engine.rs_control.live.lock().unwrap() = Some(live);
+    live.metadata.deletion_timestamp = Some(crate::time::time(1_767_225_600_000_000_000));
+    *engine.writes.api().live.lock().unwrap() = Some(live);
     add_replica_set(&engine, replica_set(3));
     engine.shared.pods.upsert(None, &pod("orphan", None, BTreeMap::from([("foo", "bar")])));
     let err = engine.sync_replica_set(KEY).await.unwrap_err();
-    assert!(matches!(err, SyncError::Claim(ref m) if m.contains("has just been deleted")), "{err}");
-    assert!(engine.pod_control.patches.lock().unwrap().is_empty());
-    assert_eq!(*engine.pod_control.create_calls.lock().unwrap(), 0);
+    assert!(matches!(err, SyncError::Claim(ref e) if e.to_string().contains("has just been deleted")), "{err}");
+    assert!(engine.writes.api().patches.lock().unwrap().is_empty());
+    assert_eq!(*engine.writes.api().create_calls.lock().unwrap(), 0);
 }
 
 #[tokio::test]
 async fn adoption_patches_carry_the_uid_precondition_and_a_controller_reference() {
-    let engine = engine(RecordingPodControl::default());
-    *engine.rs_control.live.lock().unwrap() = Some(replica_set(1));
+    let engine = engine(RecordingApi::default());
+    *engine.writes.api().live.lock().unwrap() = Some(replica_set(1));
     add_replica_set(&engine, replica_set(1));
     engine.shared.pods.upsert(None, &pod("orphan", None, BTreeMap::from([("foo", "bar")])));
     engine.sync_replica_set(KEY).await.unwrap();
-    let patches = engine.pod_control.patches.lock().unwrap();
+    let patches = engine.writes.api().patches.lock().unwrap();
     let (name, patch) = &patches[0];
     assert_eq!(name, "orphan");
     assert_eq!(patch["metadata"]["uid"], "uid-orphan");
@@ -252,19 +252,19 @@ async fn adoption_patches_carry_the_uid_precondition_and_a_controller_reference(
         (owner["uid"].as_str(), owner["controller"].as_bool(), owner["blockOwnerDeletion"].as_bool()),
         (Some("123"), Some(true), Some(true))
     );
-    assert_eq!(*engine.pod_control.create_calls.lock().unwrap(), 0, "the adopted pod fills the only replica");
+    assert_eq!(*engine.writes.api().create_calls.lock().unwrap(), 0, "the adopted pod fills the only replica");
 }
 
 #[tokio::test]
 async fn a_pod_whose_labels_no_longer_match_is_released() {
-    let engine = engine(RecordingPodControl::default());
+    let engine = engine(RecordingApi::default());
     add_replica_set(&engine, replica_set(1));
     engine.shared.pods.upsert(None, &pod("relabelled", Some("123"), BTreeMap::from([("foo", "baz")])));
     engine.sync_replica_set(KEY).await.unwrap();
-    let patches = engine.pod_control.patches.lock().unwrap();
+    let patches = engine.writes.api().patches.lock().unwrap();
     assert_eq!(
         patches[0].1,
         serde_json::json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": "123"}], "uid": "uid-relabelled"}})
     );
-    assert_eq!(*engine.pod_control.created.lock().unwrap(), 1, "a replacement is created in the same sync");
+    assert_eq!(*engine.writes.api().created.lock().unwrap(), 1, "a replacement is created in the same sync");
 }

@@ -8,7 +8,8 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
 };
 
-use super::{CorrelatorOptions, go_hex, str_of, unix_nanos};
+use super::{CorrelatorOptions, go_hex, str_of};
+use crate::time::timestamp_nanos;
 
 /// Prefix of an aggregated Event's message (`EventAggregatorByReasonMessageFunc`).
 const AGGREGATE_MESSAGE_PREFIX: &str = "(combined from similar events): ";
@@ -184,7 +185,7 @@ impl EventAggregator {
         let message = format!("{AGGREGATE_MESSAGE_PREFIX}{}", str_of(event.message.as_ref()));
         let aggregated = Event {
             metadata: ObjectMeta {
-                name: Some(format!("{}.{}", str_of(event.involved_object.name.as_ref()), go_hex(unix_nanos(now)))),
+                name: Some(format!("{}.{}", str_of(event.involved_object.name.as_ref()), go_hex(timestamp_nanos(now)))),
                 namespace: event.metadata.namespace,
                 ..ObjectMeta::default()
             },

@@ -427,7 +427,7 @@ impl EventWriter {
             (result, &self.counters.patched)
         } else {
             let mut event = event.clone();
-            // Making sure that ResourceVersion is empty on creation.
+            // A create must not carry the resourceVersion of the Event it repeats.
             event.metadata.resource_version = None;
             let result = api.create(&PostParams::default(), &event).await;
             (result, &self.counters.created)
@@ -527,13 +527,8 @@ fn make_event(
 /// `util.GenerateEventName`: `<name>.<unix nanos in hex>`, or a random UUID if that is not a valid
 /// DNS subdomain (an object name can be valid for its kind but not for an Event; issues.k8s.io/127594).
 fn generate_event_name(name: &str, now: Timestamp) -> String {
-    let candidate = format!("{name}.{}", go_hex(unix_nanos(now)));
+    let candidate = format!("{name}.{}", go_hex(crate::time::timestamp_nanos(now)));
     if is_dns1123_subdomain(&candidate) { candidate } else { random_uuid() }
-}
-
-/// Go's `Time.UnixNano()`, which is an int64.
-fn unix_nanos(now: Timestamp) -> i64 {
-    i64::try_from(now.as_nanosecond()).unwrap_or(if now.as_nanosecond() < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Go's `%x` of an int64: lowercase hex with a leading `-` for negatives (not two's complement).

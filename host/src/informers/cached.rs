@@ -82,11 +82,6 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references.as_ref()?.iter().find(|r| r.controller == Some(true))
 }
 
-/// Unix nanoseconds of a Kubernetes time.
-pub fn nanos(t: &Time) -> i64 {
-    t.0.as_nanosecond() as i64
-}
-
 impl kube::Resource for CachedPod {
     type DynamicType = ();
     type Scope = NamespaceResourceScope;
@@ -224,7 +219,7 @@ mod wire {
                     _ => Phase::Other,
                 },
                 ready: ready.is_some_and(|c| c.status == "True"),
-                ready_transition: ready.and_then(|c| c.last_transition_time.as_ref()).map(nanos),
+                ready_transition: ready.and_then(|c| c.last_transition_time.as_ref()).map(crate::time::nanos),
                 max_container_restarts: restarts(&p.status.container_statuses, None),
                 max_sidecar_restarts: restarts(&p.status.init_container_statuses, Some(&sidecars)),
                 metadata: ObjectMeta {

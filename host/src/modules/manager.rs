@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    conformance,
+    ModuleCheck,
     resource::{Mode, Phase, ReconcileModule, ReconcileModuleStatus, ShadowSummary},
 };
 use crate::{
@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Annotation that asks the host to roll back from this (serving) module; its value is any
-/// changing token, e.g. a timestamp (`host module rollback` sets it).
+/// changing token, e.g. a timestamp (`module rollback` sets it).
 pub const ROLLBACK_ANNOTATION: &str = "policy.wasm-replicaset.dev/rollback";
 /// How many good modules the host remembers to roll back to.
 const HISTORY: usize = 8;
@@ -42,6 +42,7 @@ pub struct ModuleManager {
     objects: Api<ReconcileModule>,
     config_maps: Api<ConfigMap>,
     policy: Arc<ActivePolicy>,
+    checks: Arc<dyn ModuleCheck>,
     events: EventRecorder,
     /// The module the host started with (embedded or `--module`): where deleting the serving
     /// object returns to.
@@ -59,11 +60,13 @@ pub struct ModuleManager {
 }
 
 impl ModuleManager {
-    /// Manages the objects of `namespace`; `rollbacks` receives the policy's rollback requests.
+    /// Manages the objects of `namespace`; a module serves only once it passes `checks`;
+    /// `rollbacks` receives the policy's rollback requests.
     pub fn new(
         client: Client,
         namespace: &str,
         policy: Arc<ActivePolicy>,
+        checks: Arc<dyn ModuleCheck>,
         events: EventRecorder,
         rollbacks: mpsc::UnboundedReceiver<RollbackRequest>,
     ) -> Self {
@@ -72,6 +75,7 @@ impl ModuleManager {
             objects: Api::namespaced(client.clone(), namespace),
             config_maps: Api::namespaced(client, namespace),
             policy,
+            checks,
             events,
             baseline,
             history: Vec::new(),
@@ -252,8 +256,8 @@ impl ModuleManager {
         let bytes = self.bytes(obj).await?;
         let sandbox = self.policy.sandbox().clone();
         let module = sandbox.load(bytes).await?;
-        let checked = module.clone();
-        tokio::task::spawn_blocking(move || conformance::check(&sandbox, &checked))
+        let (checked, checks) = (module.clone(), self.checks.clone());
+        tokio::task::spawn_blocking(move || checks.check(&sandbox, &checked))
             .await
             .context("conformance task")??;
         Ok(module)

@@ -1,8 +1,24 @@
-//! Swapping the policy at runtime: the `ReconcileModule` resource, validation, shadowing and
-//! rollback.
+//! Swapping the policy at runtime: the `ReconcileModule` resource, and the manager that
+//! validates, shadows, activates and rolls back modules.
 
-pub mod cli;
-pub mod conformance;
 pub mod manager;
 pub mod resource;
-pub mod shadow;
+
+use crate::sandbox::{PolicyModule, Sandbox};
+
+/// What a module must pass before it may serve, beyond compiling against the world. The
+/// runtime does not know the cases: the binary hands it `policy_kit::conformance::check`, and
+/// tests hand it what they need.
+pub trait ModuleCheck: Send + Sync + 'static {
+    /// Runs the checks on `module` (blocking); the error names the first case it failed.
+    fn check(&self, sandbox: &Sandbox, module: &PolicyModule) -> anyhow::Result<usize>;
+}
+
+impl<F> ModuleCheck for F
+where
+    F: Fn(&Sandbox, &PolicyModule) -> anyhow::Result<usize> + Send + Sync + 'static,
+{
+    fn check(&self, sandbox: &Sandbox, module: &PolicyModule) -> anyhow::Result<usize> {
+        self(sandbox, module)
+    }
+}

@@ -6,7 +6,7 @@
 //! deletions stay within the burst cap, never both at once, and nothing scales while the
 //! expectations are pending or the ReplicaSet is being deleted.
 
-use crate::contract::{Controller, Plan, PodPhase, Snapshot};
+use crate::contract::{Controller, Plan, PodPhase, ReplicaSetStatus, Snapshot};
 
 /// A broken rule, naming the pod index or numbers involved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,36 +105,61 @@ pub enum Violation {
 
 /// Checks `plan` against `snapshot`; the first broken rule is returned.
 pub fn check_plan(snapshot: &Snapshot, plan: &Plan) -> Result<(), Violation> {
-    let pods = &snapshot.pods;
-    let rs = &snapshot.replica_set;
-    let deleting = rs.deletion_timestamp.is_some();
-    let active = |i: u32| {
-        let p = &pods[i as usize];
-        p.deletion_timestamp.is_none() && !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed)
-    };
-    // Where each pod ends up in the plan: 1 adopt, 2 release, 4 delete.
-    let mut role = vec![0u8; pods.len()];
-    for (list, indices, bit) in
-        [("adopt", &plan.adopt, 1u8), ("release", &plan.release, 2), ("delete", &plan.delete, 4)]
-    {
-        for &index in indices {
-            let slot =
-                role.get_mut(index as usize).ok_or(Violation::IndexOutOfRange { list, index, pods: pods.len() })?;
-            if *slot & bit != 0 {
-                return Err(Violation::Duplicate { list, index });
+    let roles = Roles::of(snapshot, plan)?;
+    check_claims(snapshot, plan, &roles)?;
+    check_deletions(snapshot, plan, &roles)?;
+    check_scaling(snapshot, plan, &roles)?;
+    check_status(&plan.status)
+}
+
+/// Where each pod ends up in the plan (bits: adopt, release, delete), with the plan's lists
+/// checked for range and duplicates on the way.
+struct Roles(Vec<u8>);
+
+impl Roles {
+    const ADOPT: u8 = 1;
+    const RELEASE: u8 = 2;
+    const DELETE: u8 = 4;
+
+    fn of(snapshot: &Snapshot, plan: &Plan) -> Result<Self, Violation> {
+        let pods = snapshot.pods.len();
+        let mut roles = vec![0u8; pods];
+        for (list, indices, bit) in
+            [("adopt", &plan.adopt, Self::ADOPT), ("release", &plan.release, Self::RELEASE), ("delete", &plan.delete, Self::DELETE)]
+        {
+            for &index in indices {
+                let slot = roles.get_mut(index as usize).ok_or(Violation::IndexOutOfRange { list, index, pods })?;
+                if *slot & bit != 0 {
+                    return Err(Violation::Duplicate { list, index });
+                }
+                *slot |= bit;
             }
-            *slot |= bit;
         }
+        Ok(Self(roles))
     }
 
+    fn has(&self, index: u32, bit: u8) -> bool {
+        self.0[index as usize] & bit != 0
+    }
+}
+
+/// Not terminating, not Succeeded or Failed (upstream `IsPodActive`).
+fn active(snapshot: &Snapshot, index: u32) -> bool {
+    let p = &snapshot.pods[index as usize];
+    p.deletion_timestamp.is_none() && !matches!(p.phase, PodPhase::Succeeded | PodPhase::Failed)
+}
+
+/// Adopt only active orphans, release only our own pods, neither while the ReplicaSet is deleting.
+fn check_claims(snapshot: &Snapshot, plan: &Plan, roles: &Roles) -> Result<(), Violation> {
+    let deleting = snapshot.replica_set.deletion_timestamp.is_some();
     for &index in &plan.adopt {
         if deleting {
             return Err(Violation::ClaimWhileDeleting { list: "adopt" });
         }
-        if pods[index as usize].controller != Controller::None {
+        if snapshot.pods[index as usize].controller != Controller::None {
             return Err(Violation::AdoptNotOrphan { index });
         }
-        if !active(index) {
+        if !active(snapshot, index) {
             return Err(Violation::NotActive { list: "adopt", index });
         }
     }
@@ -142,29 +167,38 @@ pub fn check_plan(snapshot: &Snapshot, plan: &Plan) -> Result<(), Violation> {
         if deleting {
             return Err(Violation::ClaimWhileDeleting { list: "release" });
         }
-        if pods[index as usize].controller != Controller::ThisReplicaSet {
+        if snapshot.pods[index as usize].controller != Controller::ThisReplicaSet {
             return Err(Violation::ReleaseNotControlled { index });
         }
-        if role[index as usize] & 4 != 0 {
+        if roles.has(index, Roles::DELETE) {
             return Err(Violation::Duplicate { list: "release and delete", index });
         }
     }
+    Ok(())
+}
+
+/// Delete only active pods the ReplicaSet controls or adopts in the same plan.
+fn check_deletions(snapshot: &Snapshot, plan: &Plan, roles: &Roles) -> Result<(), Violation> {
     for &index in &plan.delete {
-        let owned = pods[index as usize].controller == Controller::ThisReplicaSet || role[index as usize] & 1 != 0;
+        let owned = snapshot.pods[index as usize].controller == Controller::ThisReplicaSet || roles.has(index, Roles::ADOPT);
         if !owned {
             return Err(Violation::DeleteNotOwned { index });
         }
-        if !active(index) {
+        if !active(snapshot, index) {
             return Err(Violation::NotActive { list: "delete", index });
         }
     }
+    Ok(())
+}
 
-    let delete = plan.delete.len();
-    if plan.create > 0 || delete > 0 {
-        if plan.create > 0 && delete > 0 {
-            return Err(Violation::CreateAndDelete { create: plan.create, delete });
+/// Create or delete, never both; only when allowed; within the burst cap; never past spec.
+fn check_scaling(snapshot: &Snapshot, plan: &Plan, roles: &Roles) -> Result<(), Violation> {
+    let (create, delete) = (plan.create, plan.delete.len());
+    if create > 0 || delete > 0 {
+        if create > 0 && delete > 0 {
+            return Err(Violation::CreateAndDelete { create, delete });
         }
-        if deleting {
+        if snapshot.replica_set.deletion_timestamp.is_some() {
             return Err(Violation::ScalingNotAllowed("the ReplicaSet is being deleted"));
         }
         if !snapshot.expectations_satisfied {
@@ -172,30 +206,33 @@ pub fn check_plan(snapshot: &Snapshot, plan: &Plan) -> Result<(), Violation> {
         }
     }
     let burst = snapshot.burst_replicas;
-    if plan.create > burst {
-        return Err(Violation::OverBurst { list: "creates", count: plan.create.into(), burst });
+    if create > burst {
+        return Err(Violation::OverBurst { list: "creates", count: create.into(), burst });
     }
     if delete > burst as usize {
         return Err(Violation::OverBurst { list: "deletes", count: delete as u64, burst });
     }
-
     // Active pods the ReplicaSet holds once the claims are applied.
-    let claimed = (0..pods.len() as u32)
-        .filter(|&i| active(i))
+    let claimed = (0..snapshot.pods.len() as u32)
+        .filter(|&i| active(snapshot, i))
         .filter(|&i| {
-            let r = role[i as usize];
-            (pods[i as usize].controller == Controller::ThisReplicaSet && r & 2 == 0) || r & 1 != 0
+            let ours = snapshot.pods[i as usize].controller == Controller::ThisReplicaSet;
+            (ours && !roles.has(i, Roles::RELEASE)) || roles.has(i, Roles::ADOPT)
         })
         .count() as i64;
-    let spec = i64::from(rs.replicas);
-    if plan.create > 0 && i64::from(plan.create) > spec - claimed {
-        return Err(Violation::CreateBeyondSpec { create: plan.create, room: spec - claimed });
+    let spec = i64::from(snapshot.replica_set.replicas);
+    if create > 0 && i64::from(create) > spec - claimed {
+        return Err(Violation::CreateBeyondSpec { create, room: spec - claimed });
     }
     if delete > 0 && delete as i64 > claimed - spec {
         return Err(Violation::DeleteBelowSpec { delete, surplus: claimed - spec });
     }
+    Ok(())
+}
 
-    let s = &plan.status;
+/// No negative count; ready ≤ replicas, available ≤ ready, fully labeled ≤ replicas. Also
+/// checked on the status returned after a failed scale.
+pub fn check_status(s: &ReplicaSetStatus) -> Result<(), Violation> {
     let counts = [
         ("replicas", s.replicas),
         ("fullyLabeledReplicas", s.fully_labeled_replicas),

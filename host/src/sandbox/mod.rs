@@ -236,11 +236,8 @@ impl Sandbox {
         let (status, _) = self.call(module, key, budget, |policy, store| {
             policy.call_status_after_scale_error(store, replica_set, plan_status, message, now)
         })?;
-        let s = &status;
-        if s.replicas < 0 || s.ready_replicas < 0 || s.available_replicas < 0 || s.fully_labeled_replicas < 0 {
-            let v = guard_rails::Violation::InconsistentStatus(format!("negative count in {s:?}"));
-            return Err(GuestError { digest: module.digest, failure: GuestFailure::InvalidPlan(v) });
-        }
+        guard_rails::check_status(&status)
+            .map_err(|v| GuestError { digest: module.digest, failure: GuestFailure::InvalidPlan(v) })?;
         Ok(status)
     }
 

@@ -57,7 +57,7 @@ async fn main() -> Result<()> {
         "--watch-modules=false",
         "--http-addr=127.0.0.1:0",
     ])?;
-    let controller = Controller::start(&args).await?;
+    let controller = Controller::start(&args, std::sync::Arc::new(policy_kit::conformance::check)).await?;
     let mut log = controller.engine.shared.sync_log.subscribe();
     controller.engine.wait_synced().await;
     let module = controller.engine.shared.policy.current();
@@ -167,8 +167,8 @@ fn print_record(record: &SyncRecord) {
     };
     let (_, dim, reset) = *STYLE;
     println!("  {dim}sync {} (module {}){reset}", record.key, record.module);
-    if let Some(plan) = &record.plan {
-        for line in plan.lines() {
+    if let Some((snapshot, plan)) = &record.planned {
+        for line in policy_kit::render::plan_text(snapshot, plan).lines() {
             println!("    {dim}{line}{reset}");
         }
     }

@@ -2,5 +2,5 @@
 //! the controller as a separate process (`env!("CARGO_BIN_EXE_host-process")`), exactly as the
 //! `host` binary runs.
 fn main() -> std::process::ExitCode {
-    host::cli::main()
+    wasm_replicaset::main()
 }

@@ -124,7 +124,7 @@ impl Running {
                     "--watch-modules=false",
                     "--http-addr=127.0.0.1:0",
                 ])?;
-                let started = host::run::Controller::start(&flags.run).await.context("starting the host controller")?;
+                let started = host::run::Controller::start(&flags.run, std::sync::Arc::new(policy_kit::conformance::check)).await.context("starting the host controller")?;
                 // kube-controller-manager is started only once its informers synced; same here.
                 tokio::time::timeout(Duration::from_secs(60), started.engine.wait_synced())
                     .await

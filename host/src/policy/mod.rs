@@ -1,9 +1,14 @@
 //! The policy the engine calls: the sandbox, the serving module behind an atomic handle, an
 //! optional shadow candidate, and the failure count that triggers an automatic rollback.
 //!
-//! A sync takes the serving module once, at its start, and uses it for every call of that sync;
-//! a swap therefore never splits one sync across two modules, and the old module is freed when
-//! its last sync ends.
+//! The engine's one entry point is [`ActivePolicy::for_sync`]: a sync takes the serving module
+//! once, at its start, and every call of that sync ([`SyncPolicy::plan`],
+//! [`SyncPolicy::status_after_scale_error`]) runs on it. A swap therefore never splits one sync
+//! across two modules, and the old module is freed when its last sync ends. Each call also
+//! feeds the shadow comparison, the guest metrics and the failure streak, so the engine knows
+//! nothing of shadows or rollbacks.
+
+pub mod shadow;
 
 use std::{
     fmt,
@@ -16,7 +21,11 @@ use std::{
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::mpsc;
 
-use crate::sandbox::{GuestError, PolicyModule, Sandbox};
+use crate::{
+    contract::{ReplicaSet, ReplicaSetStatus, Snapshot},
+    metrics::Metrics,
+    sandbox::{GuestError, PolicyModule, ReconcileOutcome, Sandbox},
+};
 
 /// Where a module came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +151,11 @@ impl ActivePolicy {
         }
     }
 
+    /// The serving module for one sync of `key`: every guest call of that sync goes through it.
+    pub fn for_sync<'a>(&'a self, key: &str, metrics: &'a Metrics) -> SyncPolicy<'a> {
+        SyncPolicy { policy: self, serving: self.serving(), key: Arc::from(key), metrics, planned: false }
+    }
+
     /// The sandbox every call runs in.
     pub fn sandbox(&self) -> &Sandbox {
         &self.sandbox
@@ -173,14 +187,14 @@ impl ActivePolicy {
         self.shadow.swap(shadow)
     }
 
-    /// A sync on `serving` succeeded: the failure streak ends.
+    /// A call on `serving` succeeded: the failure streak ends.
     pub fn record_success(&self, serving: &Arc<Serving>) {
         if Arc::ptr_eq(&self.serving.load(), serving) {
             self.consecutive_failures.store(0, Ordering::Release);
         }
     }
 
-    /// A sync on `serving` failed because of the module; after `rollback_after` in a row, asks
+    /// A call on `serving` failed because of the module; after `rollback_after` in a row, asks
     /// for a rollback (once per module).
     pub fn record_failure(&self, serving: &Arc<Serving>, key: &str, error: &GuestError) {
         if !Arc::ptr_eq(&self.serving.load(), serving) {
@@ -212,5 +226,65 @@ impl ActivePolicy {
     /// Failed syncs in a row on the serving module.
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures.load(Ordering::Acquire)
+    }
+}
+
+/// The serving module as one sync sees it; see the module doc.
+pub struct SyncPolicy<'a> {
+    policy: &'a ActivePolicy,
+    serving: Arc<Serving>,
+    key: Arc<str>,
+    metrics: &'a Metrics,
+    planned: bool,
+}
+
+impl SyncPolicy<'_> {
+    /// The module this sync runs on.
+    pub fn module(&self) -> &Arc<PolicyModule> {
+        &self.serving.module
+    }
+
+    /// Runs `reconcile` on the serving module; the plan comes back only if it passed the guard
+    /// rails. The first plan of a sync is also compared with the shadow candidate's, if any.
+    pub async fn plan(&mut self, snapshot: &Arc<Snapshot>) -> Result<ReconcileOutcome, GuestError> {
+        let sandbox = self.policy.sandbox();
+        let result = sandbox.reconcile(&self.serving.module, &self.key, snapshot).await;
+        let outcome = self.account(result.map(|(outcome, stats)| {
+            self.metrics.observe_guest_call(&self.serving.module.digest.short(), "reconcile", &stats);
+            outcome
+        }))?;
+        if !std::mem::replace(&mut self.planned, true) {
+            shadow::compare_later(self.policy, &self.key, snapshot, &outcome);
+        }
+        Ok(outcome)
+    }
+
+    /// Runs `status-after-scale-error`: the status to write after creating or deleting pods
+    /// failed with `message`.
+    pub async fn status_after_scale_error(
+        &self,
+        replica_set: ReplicaSet,
+        plan_status: ReplicaSetStatus,
+        message: String,
+        now: i64,
+    ) -> Result<ReplicaSetStatus, GuestError> {
+        let sandbox = self.policy.sandbox();
+        self.account(
+            sandbox
+                .status_after_scale_error(&self.serving.module, &self.key, replica_set, plan_status, message, now)
+                .await,
+        )
+    }
+
+    /// Counts the call towards the failure streak (and the failure metric).
+    fn account<T>(&self, result: Result<T, GuestError>) -> Result<T, GuestError> {
+        match &result {
+            Ok(_) => self.policy.record_success(&self.serving),
+            Err(error) => {
+                self.metrics.guest_failure(error);
+                self.policy.record_failure(&self.serving, &self.key, error);
+            }
+        }
+        result
     }
 }

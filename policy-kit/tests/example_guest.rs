@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use host::harness::Policy;
+use policy_kit::harness::Policy;
 
 #[test]
 fn the_example_guest_meets_its_own_fixtures() -> anyhow::Result<()> {

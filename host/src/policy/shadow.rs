@@ -3,10 +3,9 @@
 
 use std::sync::{Arc, atomic::Ordering};
 
+use super::ActivePolicy;
 use crate::{
     contract::{Plan, ReconcileError, Snapshot},
-    fixtures::render::{pod_name, status_line},
-    policy::ActivePolicy,
     sandbox::ReconcileOutcome,
 };
 
@@ -51,7 +50,7 @@ pub fn difference(snapshot: &Snapshot, serving: &ReconcileOutcome, candidate: &R
 }
 
 fn plan_difference(snapshot: &Snapshot, a: &Plan, b: &Plan) -> String {
-    let names = |indices: &[u32]| indices.iter().map(|&i| pod_name(snapshot, i)).collect::<Vec<_>>().join(",");
+    let names = |indices: &[u32]| snapshot.pod_names(indices);
     let mut parts = Vec::new();
     for (field, x, y) in
         [("adopt", &a.adopt, &b.adopt), ("release", &a.release, &b.release), ("delete", &a.delete, &b.delete)]
@@ -64,7 +63,7 @@ fn plan_difference(snapshot: &Snapshot, a: &Plan, b: &Plan) -> String {
         parts.push(format!("create: active {} vs shadow {}", a.create, b.create));
     }
     if a.status != b.status {
-        parts.push(format!("status: active ({}) vs shadow ({})", status_line(&a.status), status_line(&b.status)));
+        parts.push(format!("status: active ({}) vs shadow ({})", a.status, b.status));
     }
     if a.requeue_after != b.requeue_after {
         parts.push(format!("requeueAfter: active {:?} vs shadow {:?}", a.requeue_after, b.requeue_after));
@@ -75,25 +74,58 @@ fn plan_difference(snapshot: &Snapshot, a: &Plan, b: &Plan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::Fixture;
+    use crate::snapshot::StringTable;
 
     #[test]
     fn different_victims_are_named() {
-        let f =
-            Fixture::parse("x", "description: d\nreplicaSet: {replicas: 1}\npods: [{name: a}, {name: b}]\n").unwrap();
+        let mut strings = StringTable::default();
+        let template = strings.label_map(None);
+        let pod = |strings: &mut StringTable, name: &str| crate::contract::Pod {
+            name: strings.span(name),
+            namespace: strings.shared_span("default"),
+            uid: strings.span(name),
+            labels: template,
+            controller: crate::contract::Controller::ThisReplicaSet,
+            creation_timestamp: None,
+            deletion_timestamp: None,
+            deletion_cost: None,
+            phase: crate::contract::PodPhase::Running,
+            node: 0,
+            ready: false,
+            ready_transition: None,
+            max_container_restarts: 0,
+            max_sidecar_restarts: 0,
+        };
+        let pods = vec![pod(&mut strings, "a"), pod(&mut strings, "b")];
+        let (label_sets, pod_strings) = strings.finish();
+        let rs: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "default", "uid": "u"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}}
+        }))
+        .unwrap();
+        let snapshot = Snapshot {
+            replica_set: crate::snapshot::replica_set_record(&rs, template),
+            pods,
+            label_sets,
+            nodes: vec![crate::contract::Node { name: String::new(), related_active_pods: 0 }],
+            pod_strings,
+            expectations_satisfied: true,
+            now: 0,
+            burst_replicas: 500,
+        };
         let plan = |delete: Vec<u32>| {
             Ok(Plan {
                 adopt: vec![],
                 release: vec![],
                 create: 0,
                 delete,
-                status: f.snapshot.replica_set.status.clone(),
+                status: snapshot.replica_set.status.clone(),
                 requeue_after: None,
             })
         };
-        assert_eq!(difference(&f.snapshot, &plan(vec![0]), &plan(vec![0])), None);
+        assert_eq!(difference(&snapshot, &plan(vec![0]), &plan(vec![0])), None);
         assert_eq!(
-            difference(&f.snapshot, &plan(vec![0]), &plan(vec![1])).as_deref(),
+            difference(&snapshot, &plan(vec![0]), &plan(vec![1])).as_deref(),
             Some("delete: active [a] vs shadow [b]")
         );
     }

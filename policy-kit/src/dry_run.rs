@@ -1,18 +1,33 @@
-//! `host dry-run`: runs a policy on one fixture and prints the plan for people or as JSON.
+//! `dry-run`: runs a policy on one fixture and prints the plan for people or as JSON.
 
-use std::{io::Write, process::ExitCode};
+use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
+use host::contract::Conditions;
 use serde::Serialize;
 
 use crate::{
-    cli::DryRunArgs,
-    fixtures::{
-        Fixture,
-        render::{self, PlanView, StatusView},
-    },
+    fixtures::{Fixture, StatusSpec},
     harness::Policy,
+    render::{self, PlanView},
 };
+
+/// `dry-run` flags.
+#[derive(Debug, clap::Args)]
+pub struct DryRunArgs {
+    /// The fixture (YAML) to run.
+    #[arg(long)]
+    pub fixture: PathBuf,
+    /// A policy component to run instead of the embedded default.
+    #[arg(long, conflicts_with = "native")]
+    pub module: Option<PathBuf>,
+    /// Run the default policy as native code instead of in the sandbox.
+    #[arg(long)]
+    pub native: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -21,7 +36,7 @@ struct Report {
     policy: String,
     plan: Option<PlanView>,
     refusal: Option<String>,
-    status_after_scale_error: Option<StatusView>,
+    status_after_scale_error: Option<StatusSpec>,
     fuel: u64,
     mismatches: Vec<String>,
 }
@@ -47,7 +62,7 @@ pub fn run(args: &DryRunArgs) -> Result<ExitCode> {
             policy: policy.describe(),
             plan: run.outcome.as_ref().ok().map(|p| PlanView::of(snapshot, p)),
             refusal: run.outcome.as_ref().err().map(|e| format!("{e:?}")),
-            status_after_scale_error: run.status_after_scale_error.as_ref().map(StatusView::of),
+            status_after_scale_error: run.status_after_scale_error.as_ref().map(StatusSpec::of),
             fuel: run.stats.fuel,
             mismatches: mismatches.clone(),
         };
@@ -69,12 +84,7 @@ pub fn run(args: &DryRunArgs) -> Result<ExitCode> {
             Err(refusal) => writeln!(out, "no plan: {refusal:?}")?,
         }
         if let Some(status) = &run.status_after_scale_error {
-            writeln!(
-                out,
-                "after a scale error: {}\n  conditions: {}",
-                render::status_line(status),
-                render::conditions(&status.conditions)
-            )?;
+            writeln!(out, "after a scale error: {status}\n  conditions: {}", Conditions(&status.conditions))?;
         }
         if run.stats.fuel > 0 {
             writeln!(

@@ -1,10 +1,14 @@
-//! Command-line interface: one subcommand per way people use the host.
+//! The command line: one subcommand per way people use the controller — run it, dry-run a
+//! policy on a fixture, push and manage policy modules, print the CRD. Wiring only: the runtime
+//! is the `host` crate, the authoring tools are `policy-kit`.
 
-use std::{path::PathBuf, process::ExitCode};
+pub mod module;
+
+use std::{process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
-
-use crate::{dry_run, modules, run};
+use host::{modules::resource, run};
+use policy_kit::{conformance, dry_run};
 
 /// A ReplicaSet controller whose policy runs as a sandboxed WebAssembly component.
 #[derive(Debug, Parser)]
@@ -21,35 +25,18 @@ pub enum Command {
     /// Run the controller against a cluster.
     Run(run::RunArgs),
     /// Run a policy on a fixture file and print the plan it computes.
-    DryRun(DryRunArgs),
+    DryRun(dry_run::DryRunArgs),
     /// Upload, list, promote or roll back policy modules of a running host.
     Module {
         /// Where the ReconcileModules live.
         #[command(flatten)]
-        target: modules::cli::Target,
+        target: module::Target,
         /// What to do.
         #[command(subcommand)]
-        command: modules::cli::ModuleCommand,
+        command: module::ModuleCommand,
     },
     /// Print the ReconcileModule CustomResourceDefinition (YAML).
     Crd,
-}
-
-/// `host dry-run`.
-#[derive(Debug, clap::Args)]
-pub struct DryRunArgs {
-    /// The fixture (YAML) to run.
-    #[arg(long)]
-    pub fixture: PathBuf,
-    /// A policy component to run instead of the embedded default.
-    #[arg(long, conflicts_with = "native")]
-    pub module: Option<PathBuf>,
-    /// Run the default policy as native code instead of in the sandbox.
-    #[arg(long)]
-    pub native: bool,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// Runs `job` on a single-threaded runtime. The controller's async work is I/O (API calls,
@@ -66,11 +53,11 @@ fn run_async(job: impl std::future::Future<Output = anyhow::Result<()>>) -> anyh
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run_async(run::run(args)),
+        Command::Run(args) => run_async(run::run(args, Arc::new(conformance::check))),
         Command::DryRun(args) => dry_run::run(&args),
-        Command::Module { target, command } => run_async(async move { modules::cli::run(&target, &command).await }),
+        Command::Module { target, command } => run_async(async move { module::run(&target, &command).await }),
         Command::Crd => {
-            print!("{}", modules::resource::crd_yaml());
+            print!("{}", resource::crd_yaml());
             Ok(ExitCode::SUCCESS)
         }
     };

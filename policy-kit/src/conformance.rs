@@ -9,11 +9,12 @@
 
 use anyhow::{Result, bail};
 
-use crate::{
+use host::{
     contract::ReconcileError,
-    fixtures::{ErrorExpect, Fixture},
     sandbox::{PolicyModule, Sandbox},
 };
+
+use crate::fixtures::{ErrorExpect, Fixture};
 
 /// The built-in cases, by file name.
 const CASES: [(&str, &str); 9] = [
@@ -68,8 +69,9 @@ pub fn check(sandbox: &Sandbox, module: &PolicyModule) -> Result<usize> {
 
 #[cfg(test)]
 mod tests {
+    use host::embedded::DEFAULT_POLICY;
+
     use super::*;
-    use crate::embedded::DEFAULT_POLICY;
 
     #[test]
     fn the_default_policy_passes_every_case() {

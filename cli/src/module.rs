@@ -10,15 +10,15 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{
-    conformance,
-    manager::ROLLBACK_ANNOTATION,
-    resource::{Base64, ConfigMapKey, Mode, ModuleSource, Phase, ReconcileModule, ReconcileModuleSpec},
-};
-use crate::{
+use host::{
+    modules::{
+        manager::ROLLBACK_ANNOTATION,
+        resource::{Base64, ConfigMapKey, Mode, ModuleSource, Phase, ReconcileModule, ReconcileModuleSpec},
+    },
     run::kube_config,
     sandbox::{Sandbox, SandboxLimits},
 };
+use policy_kit::conformance;
 
 /// Objects hold at most 1 MiB; base64 grows bytes by 4/3, so larger modules go to a ConfigMap.
 const INLINE_LIMIT: usize = 700 * 1024;

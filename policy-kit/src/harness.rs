@@ -1,7 +1,7 @@
 //! Runs fixtures through a policy: the API a guest author's own tests use.
 //!
 //! ```no_run
-//! use host::harness::Policy;
+//! use policy_kit::harness::Policy;
 //! # fn main() -> anyhow::Result<()> {
 //! let policy = Policy::from_file("target/my-policy.wasm".as_ref())?;
 //! policy.check_dir("tests/fixtures".as_ref())?; // fails with one line per mismatch
@@ -12,13 +12,13 @@ use std::{path::Path, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{
+use host::{
     contract::{ReplicaSetStatus, Snapshot},
     embedded::DEFAULT_POLICY,
-    fixtures::Fixture,
-    native,
     sandbox::{CallStats, PolicyModule, ReconcileOutcome, Sandbox, SandboxLimits},
 };
+
+use crate::{fixtures::Fixture, native};
 
 /// A policy to run fixtures through: a component in the real sandbox, or the default policy
 /// compiled natively.

@@ -2,17 +2,17 @@
 //! half (so the deletion ranking runs). The sandboxed figure is what production pays per sync:
 //! a fresh store, instantiation, lowering the snapshot, the call, lifting the plan, guard rails.
 //!
-//! Run: `cargo bench -p host --bench policy` (prints a Markdown table; no assertions).
+//! Run: `cargo bench -p policy-kit --bench policy` (prints a Markdown table; no assertions).
 
 use std::time::{Duration, Instant};
 
 use host::{
     contract::{Controller, LabelSelector, Node, Pod, PodPhase, ReplicaSet, ReplicaSetStatus, Snapshot},
     embedded::DEFAULT_POLICY,
-    native::{self, NativeSnapshot},
     sandbox::{Sandbox, SandboxLimits},
     snapshot::StringTable,
 };
+use policy_kit::native::{self, NativeSnapshot};
 
 const NOW: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 const SECOND: i64 = 1_000_000_000;

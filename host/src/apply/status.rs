@@ -1,50 +1,13 @@
 //! Writes a ReplicaSet's status as upstream does: skipped when nothing changed, otherwise at
 //! most two PUTs to the status subresource and one GET (`updateReplicaSetStatus`).
 
-use std::future::Future;
-
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus as ApiStatus};
-use kube::{Api, Client, api::PostParams};
 
+use super::ApiCalls;
 use crate::contract::ReplicaSetStatus;
 
 /// Upstream's `statusUpdateRetries`: one GET-and-retry after a failed PUT.
 const STATUS_UPDATE_RETRIES: usize = 1;
-
-/// Reads and writes ReplicaSets on the API server (a seam for tests).
-pub trait ReplicaSetControl: Send + Sync + 'static {
-    /// A live (uncached) read.
-    fn get(&self, namespace: &str, name: &str) -> impl Future<Output = Result<ReplicaSet, kube::Error>> + Send;
-    /// PUT to the status subresource.
-    fn update_status(&self, rs: &ReplicaSet) -> impl Future<Output = Result<ReplicaSet, kube::Error>> + Send;
-}
-
-/// [`ReplicaSetControl`] against the API server.
-#[derive(Clone)]
-pub struct KubeReplicaSetControl {
-    client: Client,
-}
-
-impl KubeReplicaSetControl {
-    /// Talks through `client`.
-    pub fn new(client: Client) -> Self {
-        Self { client }
-    }
-}
-
-impl ReplicaSetControl for KubeReplicaSetControl {
-    async fn get(&self, namespace: &str, name: &str) -> Result<ReplicaSet, kube::Error> {
-        Api::<ReplicaSet>::namespaced(self.client.clone(), namespace).get(name).await
-    }
-
-    async fn update_status(&self, rs: &ReplicaSet) -> Result<ReplicaSet, kube::Error> {
-        let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
-        let name = rs.metadata.name.as_deref().unwrap_or_default();
-        Api::<ReplicaSet>::namespaced(self.client.clone(), namespace)
-            .replace_status(name, &PostParams::default(), rs)
-            .await
-    }
-}
 
 /// Whether writing `new` would change nothing: the counts and conditions equal the cached status
 /// and the cached status already observed the current generation.
@@ -62,8 +25,8 @@ pub fn status_unchanged(rs: &ReplicaSet, new: &ReplicaSetStatus) -> bool {
 /// Upstream `updateReplicaSetStatus`: returns the ReplicaSet as written (or the cached one when
 /// nothing changed). The status carries the cached generation as `observedGeneration`, the
 /// generation this sync acted on.
-pub async fn update_replica_set_status(
-    api: &impl ReplicaSetControl,
+pub(super) async fn update_replica_set_status(
+    api: &impl ApiCalls,
     rs: &ReplicaSet,
     new: &ReplicaSetStatus,
 ) -> Result<ReplicaSet, kube::Error> {
@@ -76,7 +39,7 @@ pub async fn update_replica_set_status(
     let mut attempt = 0;
     loop {
         target.status = Some(status.clone());
-        match api.update_status(&target).await {
+        match api.replace_status(&target).await {
             Ok(updated) => return Ok(updated),
             Err(e) if attempt >= STATUS_UPDATE_RETRIES => return Err(e),
             Err(e) => {
@@ -84,7 +47,7 @@ pub async fn update_replica_set_status(
                 // If the GET fails we can't trust the status anymore; that error is the more
                 // interesting one (upstream's comment).
                 let ns = rs.metadata.namespace.as_deref().unwrap_or_default();
-                target = api.get(ns, rs.metadata.name.as_deref().unwrap_or_default()).await?;
+                target = api.get_replica_set(ns, rs.metadata.name.as_deref().unwrap_or_default()).await?;
             }
         }
         attempt += 1;
@@ -92,44 +55,13 @@ pub async fn update_replica_set_status(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::apply::recording::RecordingApi;
 
-    /// Records calls; PUTs fail while `fail_puts` is positive.
-    #[derive(Default)]
-    pub(crate) struct RecordingReplicaSets {
-        pub(crate) puts: Mutex<Vec<ReplicaSet>>,
-        pub(crate) gets: Mutex<usize>,
-        pub(crate) fail_puts: Mutex<usize>,
-        pub(crate) live: Mutex<Option<ReplicaSet>>,
-    }
-
-    fn conflict() -> kube::Error {
-        kube::Error::Api(Box::new(
-            serde_json::from_value(serde_json::json!({"code": 409, "message": "conflict"})).unwrap(),
-        ))
-    }
-
-    impl ReplicaSetControl for RecordingReplicaSets {
-        async fn get(&self, _: &str, _: &str) -> Result<ReplicaSet, kube::Error> {
-            *self.gets.lock().unwrap() += 1;
-            Ok(self.live.lock().unwrap().clone().expect("a live ReplicaSet to return"))
-        }
-
-        async fn update_status(&self, rs: &ReplicaSet) -> Result<ReplicaSet, kube::Error> {
-            self.puts.lock().unwrap().push(rs.clone());
-            let mut fail = self.fail_puts.lock().unwrap();
-            if *fail > 0 {
-                *fail -= 1;
-                return Err(conflict());
-            }
-            Ok(rs.clone())
-        }
-    }
-
-    pub(crate) fn rs(generation: i64, observed: i64, replicas: i32) -> ReplicaSet {
+    fn rs(generation: i64, observed: i64, replicas: i32) -> ReplicaSet {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "foobar", "namespace": "default", "uid": "123", "generation": generation},
             "spec": {"replicas": 10, "selector": {"matchLabels": {"foo": "bar"}}},
@@ -152,14 +84,14 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn an_unchanged_status_of_an_observed_generation_is_not_written() {
-        let api = RecordingReplicaSets::default();
+        let api = RecordingApi::default();
         update_replica_set_status(&api, &rs(2, 2, 3), &status(3, 2)).await.unwrap();
         assert!(api.puts.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn a_new_generation_is_written_even_with_equal_counts() {
-        let api = RecordingReplicaSets::default();
+        let api = RecordingApi::default();
         let written = update_replica_set_status(&api, &rs(3, 2, 3), &status(3, 2)).await.unwrap();
         assert_eq!(written.status.unwrap().observed_generation, Some(3));
     }
@@ -167,7 +99,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn every_failed_put_gives_exactly_one_get_and_two_puts() {
         // TestControllerUpdateStatusWithFailure: every PUT fails → 1 GET + 2 PUTs with replicas=10.
-        let api = RecordingReplicaSets { fail_puts: Mutex::new(usize::MAX), ..Default::default() };
+        let api = RecordingApi { fail_puts: Mutex::new(usize::MAX), ..Default::default() };
         *api.live.lock().unwrap() = Some(rs(1, 1, 0));
         let err = update_replica_set_status(&api, &rs(1, 1, 0), &status(10, 1)).await.unwrap_err();
         assert!(err.to_string().contains("conflict"), "{err}");
@@ -179,7 +111,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_conflict_is_retried_on_the_fresh_object() {
-        let api = RecordingReplicaSets { fail_puts: Mutex::new(1), ..Default::default() };
+        let api = RecordingApi { fail_puts: Mutex::new(1), ..Default::default() };
         let mut fresh = rs(1, 1, 0);
         fresh.metadata.resource_version = Some("99".into());
         *api.live.lock().unwrap() = Some(fresh);

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use host::{
+use policy_kit::{
     fixtures::Fixture,
     harness::{Policy, Run},
 };
