@@ -39,3 +39,7 @@ pub mod telemetry;
 
 // === Wiring ===
 pub mod run;
+
+// === Builders of API objects for tests (the `testkit` feature) ===
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;

@@ -36,12 +36,10 @@ impl ReplicaSetSelector {
 mod tests {
     use super::*;
 
-    fn rs(selector: serde_json::Value) -> ReplicaSet {
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "rs"}, "spec": {"selector": selector}})).unwrap()
-    }
+    use crate::testkit::labels;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    fn rs(selector: serde_json::Value) -> ReplicaSet {
+        crate::testkit::rs("rs").selector(selector).build()
     }
 
     #[test]

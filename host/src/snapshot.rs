@@ -12,8 +12,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 
 use crate::{
     contract::{
-        Controller, Label, LabelSelector, Node, Pod, PodPhase, ReplicaSet as RsRecord, ReplicaSetStatus, Snapshot,
-        Span,
+        Controller, Label, LabelSelector, Node, Pod, PodPhase, ReplicaSet as RsRecord, ReplicaSetStatus, Snapshot, Span,
     },
     informers::cached::{CachedPod, POD_DELETION_COST, Phase},
     time::nanos,
@@ -198,31 +197,30 @@ pub fn replica_set_record(rs: &ReplicaSet, template_labels: u32) -> RsRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit;
 
     fn pairs<'a>(p: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = (&'a str, &'a str)> + Clone {
         p.iter().copied()
     }
 
     fn rs(replicas: i32) -> ReplicaSet {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "ns", "uid": "rs1", "generation": 3},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
-                     "template": {"metadata": {"labels": {"app": "web"}}}}
-        }))
-        .unwrap()
+        testkit::rs("web").namespace("ns").uid("rs1").generation(3).replicas(replicas).build()
     }
 
+    /// A running pod labelled `app: web`, on `node`, controlled by a ReplicaSet with UID `owner`.
     fn pod(name: &str, node: Option<&str>, owner: Option<&str>) -> Arc<CachedPod> {
-        let owners = owner.map(|uid| serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": uid, "controller": true}]));
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name, "namespace": "ns", "uid": format!("u-{name}"), "labels": {"app": "web"},
-                             "ownerReferences": owners, "annotations": {"controller.kubernetes.io/pod-deletion-cost": "4"}},
-                "spec": {"nodeName": node},
-                "status": {"phase": "Running"}
-            }))
-            .unwrap(),
-        )
+        let mut pod = testkit::pod(name)
+            .namespace("ns")
+            .labels(&testkit::labels(&[("app", "web")]))
+            .deletion_cost("4")
+            .phase("Running");
+        if let Some(node) = node {
+            pod = pod.node(node);
+        }
+        if let Some(uid) = owner {
+            pod = pod.controller("ReplicaSet", "web", uid);
+        }
+        pod.cached()
     }
 
     fn context() -> Context {

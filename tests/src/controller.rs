@@ -5,7 +5,10 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use anyhow::Result;
 use clap::Parser;
-use host::run::{Controller, RunArgs};
+use host::{
+    run::{Controller, RunArgs},
+    testkit,
+};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 
 use crate::TestNamespace;
@@ -37,25 +40,13 @@ pub async fn start_controller(ns: &TestNamespace, flags: &[&str]) -> Result<Cont
     Controller::start(&flags.run, Arc::new(policy_kit::conformance::check)).await
 }
 
-/// A ReplicaSet of `replicas` pods selecting and labelled `app: <name>`, with a pause container.
+/// A ReplicaSet of `replicas` pods selecting and labelled `app: <name>`, with a pause container,
+/// ready to create through a namespaced API.
 pub fn replica_set(name: &str, replicas: i32) -> ReplicaSet {
-    replica_set_with(name, replicas, BTreeMap::from([("app".to_string(), name.to_string())]))
+    testkit::rs(name).without_namespace().replicas(replicas).build()
 }
 
 /// A ReplicaSet of `replicas` pods whose selector and template labels are `labels`.
 pub fn replica_set_with(name: &str, replicas: i32, labels: BTreeMap<String, String>) -> ReplicaSet {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}
-            }
-        }
-    }))
-    .expect("a valid ReplicaSet")
+    testkit::rs(name).without_namespace().replicas(replicas).labels(&labels).build()
 }

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec, ReplicaSetStatus};
+use host::testkit;
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
@@ -28,43 +29,12 @@ fn assert_not_running(pids: &[u32], context: &str) {
     assert!(alive.is_empty(), "{context}: PIDs still running: {alive:?}");
 }
 
-fn labels(app: &str) -> std::collections::BTreeMap<String, String> {
-    [("app".to_string(), app.to_string())].into()
-}
-
 fn pod(name: &str, app: &str) -> Pod {
-    Pod {
-        metadata: ObjectMeta { name: Some(name.to_string()), labels: Some(labels(app)), ..Default::default() },
-        spec: Some(pod_spec()),
-        ..Default::default()
-    }
-}
-
-fn pod_spec() -> PodSpec {
-    PodSpec {
-        containers: vec![Container {
-            name: "app".to_string(),
-            image: Some("registry.k8s.io/pause:3.10".to_string()),
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    testkit::pod(name).unsaved().labels(&testkit::labels(&[("app", app)])).build()
 }
 
 fn replica_set(name: &str, app: &str, replicas: i32) -> ReplicaSet {
-    ReplicaSet {
-        metadata: ObjectMeta { name: Some(name.to_string()), ..Default::default() },
-        spec: ReplicaSetSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector { match_labels: Some(labels(app)), ..Default::default() },
-            template: Some(PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(app)), ..Default::default() }),
-                spec: Some(pod_spec()),
-            }),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    testkit::rs(name).without_namespace().replicas(replicas).labels(&testkit::labels(&[("app", app)])).build()
 }
 
 /// Creates a ConfigMap in a fresh namespace and reads it back: the control plane serves writes.

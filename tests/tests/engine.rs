@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use futures::StreamExt;
+use host::testkit;
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
     autoscaling::v1::Scale,
@@ -43,11 +44,7 @@ fn app(name: &str) -> BTreeMap<String, String> {
 
 /// A pause pod with `labels` and `refs`, not created by any controller.
 fn pod(name: &str, labels: &BTreeMap<String, String>, refs: &[OwnerReference]) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels, "ownerReferences": refs},
-        "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}
-    }))
-    .expect("a valid Pod")
+    testkit::pod(name).unsaved().labels(labels).owner_references(refs).build()
 }
 
 /// An owner reference to `rs` with the given `controller` and `blockOwnerDeletion` fields.

@@ -7,7 +7,6 @@ use host::{
     modules::resource::{Mode, Phase, ReconcileModule},
     policy::Source,
 };
-use wasm_replicaset::module::{ModuleCommand, Target};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::{
     api::{apps::v1::ReplicaSet, core::v1::Pod},
@@ -21,6 +20,7 @@ use tests::{
     modules::{install_crd, push, push_via_config_map, wait_phase},
     ns, pods,
 };
+use wasm_replicaset::module::{ModuleCommand, Target};
 
 const VERDICT: Duration = Duration::from_secs(30);
 

@@ -59,15 +59,15 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::apply::recording::RecordingApi;
+    use crate::{apply::recording::RecordingApi, testkit};
 
     fn rs(generation: i64, observed: i64, replicas: i32) -> ReplicaSet {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "foobar", "namespace": "default", "uid": "123", "generation": generation},
-            "spec": {"replicas": 10, "selector": {"matchLabels": {"foo": "bar"}}},
-            "status": {"replicas": replicas, "observedGeneration": observed}
-        }))
-        .unwrap()
+        testkit::rs("foobar")
+            .uid("123")
+            .generation(generation)
+            .replicas(10)
+            .status(serde_json::json!({"replicas": replicas, "observedGeneration": observed}))
+            .build()
     }
 
     fn status(replicas: i32, observed: i64) -> ReplicaSetStatus {

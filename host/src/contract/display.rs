@@ -27,7 +27,11 @@ impl fmt::Display for ReplicaSetStatus {
         write!(
             f,
             "replicas {} · fullyLabeled {} · ready {} · available {} · terminating {terminating} · observedGeneration {}",
-            self.replicas, self.fully_labeled_replicas, self.ready_replicas, self.available_replicas, self.observed_generation
+            self.replicas,
+            self.fully_labeled_replicas,
+            self.ready_replicas,
+            self.available_replicas,
+            self.observed_generation
         )
     }
 }

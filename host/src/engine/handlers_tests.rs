@@ -13,11 +13,11 @@ use crate::{
     consistency::ConsistencyStore,
     expectations::ControllerExpectations,
     informers::Handler,
-    informers::cached::CachedPod,
     informers::index::{PodIndex, ReplicaSetIndex},
     policy::ActivePolicy,
     queue::WorkQueue,
     sandbox::Sandbox,
+    testkit::{self, PodBuilder},
 };
 
 fn shared() -> Arc<Shared> {
@@ -38,22 +38,17 @@ fn shared() -> Arc<Shared> {
 }
 
 fn rs(name: &str, uid: &str, selector: serde_json::Value, min_ready: i32) -> Arc<ReplicaSet> {
-    Arc::new(
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": "default", "uid": uid},
-            "spec": {"selector": selector, "minReadySeconds": min_ready}
-        }))
-        .unwrap(),
-    )
+    testkit::rs(name).uid(uid).selector(selector).min_ready_seconds(min_ready).arc()
 }
 
-fn pod(name: &str, owner: Option<(&str, &str)>, labels: serde_json::Value, rv: &str) -> serde_json::Value {
-    let owners = owner.map(|(rs, uid)| serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": uid, "controller": true}]));
-    serde_json::json!({"metadata": {"name": name, "namespace": "default", "resourceVersion": rv, "labels": labels, "ownerReferences": owners}})
-}
-
-fn cached(v: serde_json::Value) -> Arc<CachedPod> {
-    Arc::new(serde_json::from_value(v).unwrap())
+/// Pod `name` labelled `labels` at resourceVersion `rv`, controlled by the ReplicaSet `owner`
+/// (name, UID) if any.
+fn pod(name: &str, owner: Option<(&str, &str)>, labels: &[(&str, &str)], rv: &str) -> PodBuilder {
+    let pod = testkit::pod(name).labels(&testkit::labels(labels)).resource_version(rv);
+    match owner {
+        Some((rs, uid)) => pod.controller("ReplicaSet", rs, uid),
+        None => pod,
+    }
 }
 
 /// Takes every queued key, sorted.
@@ -82,7 +77,7 @@ async fn an_owned_pod_added_is_a_creation_observed_and_syncs_only_its_owner() {
     }
     drain(&s.queue).await;
     s.expectations.expect_creations("default/rs2", 1);
-    PodEvents(s.clone()).on_add(&cached(pod("p", Some(("rs2", "u2")), serde_json::json!({"foo": "bar"}), "1")));
+    PodEvents(s.clone()).on_add(&pod("p", Some(("rs2", "u2")), &[("foo", "bar")], "1").cached());
     assert_eq!(drain(&s.queue).await, ["default/rs2"]);
     assert!(s.expectations.satisfied_expectations("default/rs2"));
 }
@@ -92,7 +87,7 @@ async fn a_reference_to_a_replica_set_with_another_uid_is_ignored() {
     let s = shared();
     ReplicaSetEvents(s.clone()).on_add(&rs("rs1", "u1", foo_bar(), 0));
     drain(&s.queue).await;
-    PodEvents(s.clone()).on_add(&cached(pod("p", Some(("rs1", "stale")), serde_json::json!({"foo": "bar"}), "1")));
+    PodEvents(s.clone()).on_add(&pod("p", Some(("rs1", "stale")), &[("foo", "bar")], "1").cached());
     assert!(drain(&s.queue).await.is_empty());
 }
 
@@ -105,10 +100,10 @@ async fn an_orphan_wakes_every_matching_replica_set_and_an_empty_selector_matche
     rss.on_add(&rs("other", "c", serde_json::json!({"matchLabels": {"foo": "baz"}}), 0));
     rss.on_add(&rs("empty", "d", serde_json::json!({}), 0));
     drain(&s.queue).await;
-    PodEvents(s.clone()).on_add(&cached(pod("orphan", None, serde_json::json!({"foo": "bar"}), "1")));
+    PodEvents(s.clone()).on_add(&pod("orphan", None, &[("foo", "bar")], "1").cached());
     assert_eq!(drain(&s.queue).await, ["default/match-a", "default/match-b"]);
     // A pod without labels matches no ReplicaSet at all.
-    PodEvents(s.clone()).on_add(&cached(pod("bare", None, serde_json::json!({}), "1")));
+    PodEvents(s.clone()).on_add(&pod("bare", None, &[], "1").cached());
     assert!(drain(&s.queue).await.is_empty());
 }
 
@@ -121,11 +116,11 @@ async fn relabelling_an_owned_pod_syncs_only_its_owner_and_losing_the_reference_
     rss.on_add(&rs("rs2", "u2", serde_json::json!({"matchLabels": {"app": "two"}}), 0));
     drain(&s.queue).await;
     let pods = PodEvents(s.clone());
-    let old = cached(pod("p", Some(("rs1", "u1")), serde_json::json!({"foo": "bar"}), "1"));
-    let relabelled = cached(pod("p", Some(("rs1", "u1")), serde_json::json!({"foo": "bar", "x": "y"}), "2"));
+    let old = pod("p", Some(("rs1", "u1")), &[("foo", "bar")], "1").cached();
+    let relabelled = pod("p", Some(("rs1", "u1")), &[("foo", "bar"), ("x", "y")], "2").cached();
     pods.on_update(&old, &relabelled);
     assert_eq!(drain(&s.queue).await, ["default/rs1"]);
-    let orphaned = cached(pod("p", None, serde_json::json!({"app": "two"}), "3"));
+    let orphaned = pod("p", None, &[("app", "two")], "3").cached();
     pods.on_update(&relabelled, &orphaned);
     assert_eq!(drain(&s.queue).await, ["default/rs1", "default/rs2"]);
 }
@@ -135,7 +130,7 @@ async fn a_resync_with_the_same_resource_version_does_nothing() {
     let s = shared();
     ReplicaSetEvents(s.clone()).on_add(&rs("rs1", "u1", foo_bar(), 0));
     drain(&s.queue).await;
-    let p = cached(pod("p", Some(("rs1", "u1")), serde_json::json!({"foo": "bar"}), "5"));
+    let p = pod("p", Some(("rs1", "u1")), &[("foo", "bar")], "5").cached();
     PodEvents(s.clone()).on_update(&p, &p);
     assert!(drain(&s.queue).await.is_empty());
 }
@@ -148,14 +143,12 @@ async fn a_deletion_timestamp_counts_the_deletion_once() {
     ReplicaSetEvents(s.clone()).on_add(&rs("rs1", "u1", foo_bar(), 0));
     s.expectations.expect_deletions("default/rs1", ["default/a", "default/b"]);
     let pods = PodEvents(s.clone());
-    let a = pod("a", Some(("rs1", "u1")), serde_json::json!({"foo": "bar"}), "1");
-    let mut deleting = a.clone();
-    deleting["metadata"]["deletionTimestamp"] = serde_json::json!("2026-01-01T00:00:00Z");
-    deleting["metadata"]["resourceVersion"] = serde_json::json!("2");
-    pods.on_update(&cached(a), &cached(deleting.clone()));
-    pods.on_delete(&cached(deleting));
+    let a = pod("a", Some(("rs1", "u1")), &[("foo", "bar")], "1");
+    let deleting = a.clone().deleting("2026-01-01T00:00:00Z").resource_version("2").cached();
+    pods.on_update(&a.cached(), &deleting);
+    pods.on_delete(&deleting);
     assert_eq!(s.expectations.get_expectations("default/rs1").unwrap().del, 1);
-    pods.on_delete(&cached(pod("b", Some(("rs1", "u1")), serde_json::json!({"foo": "bar"}), "3")));
+    pods.on_delete(&pod("b", Some(("rs1", "u1")), &[("foo", "bar")], "3").cached());
     assert!(s.expectations.satisfied_expectations("default/rs1"));
 }
 
@@ -164,9 +157,8 @@ async fn a_pod_added_already_deleting_is_no_creation() {
     let s = shared();
     ReplicaSetEvents(s.clone()).on_add(&rs("rs1", "u1", foo_bar(), 0));
     s.expectations.expect_creations("default/rs1", 1);
-    let mut p = pod("p", Some(("rs1", "u1")), serde_json::json!({"foo": "bar"}), "1");
-    p["metadata"]["deletionTimestamp"] = serde_json::json!("2026-01-01T00:00:00Z");
-    PodEvents(s.clone()).on_add(&cached(p));
+    let p = pod("p", Some(("rs1", "u1")), &[("foo", "bar")], "1").deleting("2026-01-01T00:00:00Z");
+    PodEvents(s.clone()).on_add(&p.cached());
     assert!(!s.expectations.satisfied_expectations("default/rs1"), "still waiting for the creation");
 }
 
@@ -193,11 +185,9 @@ async fn a_pod_turning_ready_looks_again_after_min_ready_seconds() {
     let s = shared();
     ReplicaSetEvents(s.clone()).on_add(&rs("rs1", "u1", foo_bar(), 30));
     drain(&s.queue).await;
-    let not_ready = pod("p", Some(("rs1", "u1")), serde_json::json!({"foo": "bar"}), "1");
-    let mut ready = not_ready.clone();
-    ready["metadata"]["resourceVersion"] = serde_json::json!("2");
-    ready["status"] = serde_json::json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
-    PodEvents(s.clone()).on_update(&cached(not_ready), &cached(ready));
+    let not_ready = pod("p", Some(("rs1", "u1")), &[("foo", "bar")], "1");
+    let ready = not_ready.clone().resource_version("2").ready_since("2026-01-01T00:00:00Z");
+    PodEvents(s.clone()).on_update(&not_ready.cached(), &ready.cached());
     assert_eq!(drain(&s.queue).await, ["default/rs1"]);
     tokio::time::advance(Duration::from_secs(29)).await;
     assert!(s.queue.is_empty());

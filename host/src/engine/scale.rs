@@ -61,12 +61,7 @@ pub async fn apply<A: ApiCalls>(
     }
 }
 
-async fn create<A: ApiCalls>(
-    engine: &Engine<A>,
-    key: &str,
-    rs: &ReplicaSet,
-    count: usize,
-) -> Scaled {
+async fn create<A: ApiCalls>(engine: &Engine<A>, key: &str, rs: &ReplicaSet, count: usize) -> Scaled {
     let expectations = &engine.shared.expectations;
     // Expect before creating: the informer may report the new pods before the calls return.
     // The expectation is raised by the whole count once; a creation observed while we are still

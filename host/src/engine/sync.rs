@@ -130,7 +130,12 @@ impl<A: ApiCalls> Engine<A> {
     }
 
     /// The steps, in upstream's order; each is one function below.
-    async fn sync_steps(&self, key: &str, policy: &mut SyncPolicy<'_>, report: &mut SyncReport) -> Result<(), SyncError> {
+    async fn sync_steps(
+        &self,
+        key: &str,
+        policy: &mut SyncPolicy<'_>,
+        report: &mut SyncReport,
+    ) -> Result<(), SyncError> {
         let (namespace, name) = key.split_once('/').ok_or_else(|| SyncError::InvalidKey(key.to_string()))?;
         self.consistency_gate(key)?;
         let Some(rs) = self.shared.replica_sets.get(namespace, name) else {
@@ -251,7 +256,12 @@ impl<A: ApiCalls> Engine<A> {
         let started = Instant::now();
         let snapshot = &projection.snapshot;
         let status = policy
-            .status_after_scale_error(snapshot.replica_set.clone(), plan.status.clone(), error.to_string(), snapshot.now)
+            .status_after_scale_error(
+                snapshot.replica_set.clone(),
+                plan.status.clone(),
+                error.to_string(),
+                snapshot.now,
+            )
             .await?;
         report.guest_time += started.elapsed();
         Ok(status)

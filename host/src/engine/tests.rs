@@ -1,7 +1,7 @@
 //! Sync-level tests on recorded API calls (upstream `replica_set_test.go` shapes): the real
 //! default policy in the sandbox, the indexes filled by hand, pod and ReplicaSet writes recorded.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 
@@ -12,6 +12,7 @@ use crate::{
     informers::cached::CachedPod,
     policy::ActivePolicy,
     sandbox::{Sandbox, SandboxLimits},
+    testkit,
 };
 
 type TestEngine = Arc<Engine<RecordingApi>>;
@@ -30,13 +31,13 @@ fn engine_with_burst(api: RecordingApi, burst: u32) -> TestEngine {
 
 /// Upstream's `newReplicaSet(replicas, {foo: bar})`: name foobar, namespace default, uid 123.
 fn replica_set(replicas: i32) -> ReplicaSet {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "foobar", "namespace": "default", "uid": "123", "generation": 1, "resourceVersion": "1"},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"foo": "bar"}},
-                 "template": {"metadata": {"labels": {"foo": "bar"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}},
-        "status": {"replicas": 0}
-    }))
-    .unwrap()
+    testkit::rs("foobar")
+        .uid("123")
+        .replicas(replicas)
+        .labels(&testkit::labels(&[("foo", "bar")]))
+        .resource_version("1")
+        .status(serde_json::json!({"replicas": 0}))
+        .build()
 }
 
 fn add_replica_set(engine: &TestEngine, rs: ReplicaSet) {
@@ -44,23 +45,19 @@ fn add_replica_set(engine: &TestEngine, rs: ReplicaSet) {
     engine.shared.replica_sets.upsert(old.as_deref(), &Arc::new(rs));
 }
 
-/// A running pod of foobar (or an orphan with `owner: None`).
-fn pod(name: &str, owner: Option<&str>, labels: BTreeMap<&str, &str>) -> Arc<CachedPod> {
-    let owners =
-        owner.map(|uid| serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "foobar", "uid": uid, "controller": true}]));
-    Arc::new(
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "labels": labels,
-                         "ownerReferences": owners, "creationTimestamp": "2026-01-01T00:00:00Z"},
-            "status": {"phase": "Running"}
-        }))
-        .unwrap(),
-    )
+/// A running pod of foobar with controller UID `owner` (or an orphan with `None`).
+fn pod(name: &str, owner: Option<&str>, labels: &[(&str, &str)]) -> Arc<CachedPod> {
+    let pod = testkit::pod(name).labels(&testkit::labels(labels)).created("2026-01-01T00:00:00Z").phase("Running");
+    match owner {
+        Some(uid) => pod.controller("ReplicaSet", "foobar", uid),
+        None => pod,
+    }
+    .cached()
 }
 
 fn add_pods(engine: &TestEngine, n: usize) {
     for i in 0..n {
-        engine.shared.pods.upsert(None, &pod(&format!("pod-{i}"), Some("123"), BTreeMap::from([("foo", "bar")])));
+        engine.shared.pods.upsert(None, &pod(&format!("pod-{i}"), Some("123"), &[("foo", "bar")]));
     }
 }
 
@@ -147,7 +144,7 @@ async fn each_sync_creates_at_most_the_burst_and_waits_until_it_is_observed() {
         // The informer sees the new pods: they are in the index and each lowers the expectation.
         let have = engine.shared.pods.len();
         for i in have..created() {
-            engine.shared.pods.upsert(None, &pod(&format!("pod-{i}"), Some("123"), BTreeMap::from([("foo", "bar")])));
+            engine.shared.pods.upsert(None, &pod(&format!("pod-{i}"), Some("123"), &[("foo", "bar")]));
             engine.shared.expectations.creation_observed(KEY);
         }
         let before = created();
@@ -212,7 +209,7 @@ async fn a_failed_adoption_aborts_before_scaling_and_status() {
     *engine.writes.api().live.lock().unwrap() = Some(replica_set(3));
     add_replica_set(&engine, replica_set(3));
     for name in ["orphan-a", "orphan-b"] {
-        engine.shared.pods.upsert(None, &pod(name, None, BTreeMap::from([("foo", "bar")])));
+        engine.shared.pods.upsert(None, &pod(name, None, &[("foo", "bar")]));
     }
     let err = engine.sync_replica_set(KEY).await.unwrap_err();
     assert!(matches!(err, SyncError::Claim(ref e) if e.to_string().contains("fake Error")), "{err}");
@@ -229,7 +226,7 @@ async fn no_adoption_when_the_live_replica_set_is_being_deleted() {
     live.metadata.deletion_timestamp = Some(crate::time::time(1_767_225_600_000_000_000));
     *engine.writes.api().live.lock().unwrap() = Some(live);
     add_replica_set(&engine, replica_set(3));
-    engine.shared.pods.upsert(None, &pod("orphan", None, BTreeMap::from([("foo", "bar")])));
+    engine.shared.pods.upsert(None, &pod("orphan", None, &[("foo", "bar")]));
     let err = engine.sync_replica_set(KEY).await.unwrap_err();
     assert!(matches!(err, SyncError::Claim(ref e) if e.to_string().contains("has just been deleted")), "{err}");
     assert!(engine.writes.api().patches.lock().unwrap().is_empty());
@@ -241,7 +238,7 @@ async fn adoption_patches_carry_the_uid_precondition_and_a_controller_reference(
     let engine = engine(RecordingApi::default());
     *engine.writes.api().live.lock().unwrap() = Some(replica_set(1));
     add_replica_set(&engine, replica_set(1));
-    engine.shared.pods.upsert(None, &pod("orphan", None, BTreeMap::from([("foo", "bar")])));
+    engine.shared.pods.upsert(None, &pod("orphan", None, &[("foo", "bar")]));
     engine.sync_replica_set(KEY).await.unwrap();
     let patches = engine.writes.api().patches.lock().unwrap();
     let (name, patch) = &patches[0];
@@ -259,7 +256,7 @@ async fn adoption_patches_carry_the_uid_precondition_and_a_controller_reference(
 async fn a_pod_whose_labels_no_longer_match_is_released() {
     let engine = engine(RecordingApi::default());
     add_replica_set(&engine, replica_set(1));
-    engine.shared.pods.upsert(None, &pod("relabelled", Some("123"), BTreeMap::from([("foo", "baz")])));
+    engine.shared.pods.upsert(None, &pod("relabelled", Some("123"), &[("foo", "baz")]));
     engine.sync_replica_set(KEY).await.unwrap();
     let patches = engine.writes.api().patches.lock().unwrap();
     assert_eq!(

@@ -175,13 +175,15 @@ impl ReplicaSetIndexInner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit;
 
     fn pod(name: &str, ns: &str, owner: Option<&str>) -> Arc<CachedPod> {
-        let owner = owner.map(|uid| {
-            serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": uid, "controller": true}])
-        });
-        let json = serde_json::json!({"metadata": {"name": name, "namespace": ns, "ownerReferences": owner}});
-        Arc::new(serde_json::from_value(json).unwrap())
+        let pod = testkit::pod(name).namespace(ns);
+        match owner {
+            Some(uid) => pod.controller("ReplicaSet", "rs", uid),
+            None => pod,
+        }
+        .cached()
     }
 
     fn names(pods: &[Arc<CachedPod>]) -> Vec<String> {

@@ -257,9 +257,7 @@ impl ModuleManager {
         let sandbox = self.policy.sandbox().clone();
         let module = sandbox.load(bytes).await?;
         let (checked, checks) = (module.clone(), self.checks.clone());
-        tokio::task::spawn_blocking(move || checks.check(&sandbox, &checked))
-            .await
-            .context("conformance task")??;
+        tokio::task::spawn_blocking(move || checks.check(&sandbox, &checked)).await.context("conformance task")??;
         Ok(module)
     }
 

@@ -98,11 +98,7 @@ mod tests {
         };
         let pods = vec![pod(&mut strings, "a"), pod(&mut strings, "b")];
         let (label_sets, pod_strings) = strings.finish();
-        let rs: k8s_openapi::api::apps::v1::ReplicaSet = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web", "namespace": "default", "uid": "u"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}}
-        }))
-        .unwrap();
+        let rs = crate::testkit::rs("web").uid("u").build();
         let snapshot = Snapshot {
             replica_set: crate::snapshot::replica_set_record(&rs, template),
             pods,

@@ -124,9 +124,11 @@ impl Roles {
     fn of(snapshot: &Snapshot, plan: &Plan) -> Result<Self, Violation> {
         let pods = snapshot.pods.len();
         let mut roles = vec![0u8; pods];
-        for (list, indices, bit) in
-            [("adopt", &plan.adopt, Self::ADOPT), ("release", &plan.release, Self::RELEASE), ("delete", &plan.delete, Self::DELETE)]
-        {
+        for (list, indices, bit) in [
+            ("adopt", &plan.adopt, Self::ADOPT),
+            ("release", &plan.release, Self::RELEASE),
+            ("delete", &plan.delete, Self::DELETE),
+        ] {
             for &index in indices {
                 let slot = roles.get_mut(index as usize).ok_or(Violation::IndexOutOfRange { list, index, pods })?;
                 if *slot & bit != 0 {
@@ -180,7 +182,8 @@ fn check_claims(snapshot: &Snapshot, plan: &Plan, roles: &Roles) -> Result<(), V
 /// Delete only active pods the ReplicaSet controls or adopts in the same plan.
 fn check_deletions(snapshot: &Snapshot, plan: &Plan, roles: &Roles) -> Result<(), Violation> {
     for &index in &plan.delete {
-        let owned = snapshot.pods[index as usize].controller == Controller::ThisReplicaSet || roles.has(index, Roles::ADOPT);
+        let owned =
+            snapshot.pods[index as usize].controller == Controller::ThisReplicaSet || roles.has(index, Roles::ADOPT);
         if !owned {
             return Err(Violation::DeleteNotOwned { index });
         }

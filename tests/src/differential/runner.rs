@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use host::testkit;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event, Pod, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -124,7 +125,10 @@ impl Running {
                     "--watch-modules=false",
                     "--http-addr=127.0.0.1:0",
                 ])?;
-                let started = host::run::Controller::start(&flags.run, std::sync::Arc::new(policy_kit::conformance::check)).await.context("starting the host controller")?;
+                let started =
+                    host::run::Controller::start(&flags.run, std::sync::Arc::new(policy_kit::conformance::check))
+                        .await
+                        .context("starting the host controller")?;
                 // kube-controller-manager is started only once its informers synced; same here.
                 tokio::time::timeout(Duration::from_secs(60), started.engine.wait_synced())
                     .await
@@ -491,20 +495,16 @@ fn is_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-fn template_labels(app: &str) -> serde_json::Value {
-    serde_json::json!({ "app": app })
+fn template_labels(app: &str) -> BTreeMap<String, String> {
+    testkit::labels(&[("app", app)])
 }
 
-fn template_labels_with(app: &str, tier: Option<&str>) -> serde_json::Value {
+fn template_labels_with(app: &str, tier: Option<&str>) -> BTreeMap<String, String> {
     let mut labels = template_labels(app);
     if let Some(tier) = tier {
-        labels["tier"] = tier.into();
+        labels.insert("tier".into(), tier.into());
     }
     labels
-}
-
-fn pod_spec() -> serde_json::Value {
-    serde_json::json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]})
 }
 
 fn replica_set(
@@ -514,36 +514,18 @@ fn replica_set(
     owner: Option<&FakeOwner>,
     tier: Option<&str>,
 ) -> ReplicaSet {
-    let mut metadata = serde_json::json!({ "name": name });
+    let mut rs = testkit::rs(name)
+        .without_namespace()
+        .replicas(replicas)
+        .min_ready_seconds(min_ready_seconds)
+        .labels(&template_labels(name))
+        .template_labels(&template_labels_with(name, tier));
     if let Some(owner) = owner {
-        metadata["ownerReferences"] = serde_json::json!([{
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "name": owner.name,
-            "uid": owner.uid,
-            "controller": true,
-        }]);
+        rs = rs.controlled_by("Deployment", owner.name, owner.uid);
     }
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": metadata,
-        "spec": {
-            "replicas": replicas,
-            "minReadySeconds": min_ready_seconds,
-            "selector": {"matchLabels": template_labels(name)},
-            "template": {"metadata": {"labels": template_labels_with(name, tier)}, "spec": pod_spec()},
-        }
-    }))
-    .expect("a valid ReplicaSet")
+    rs.build()
 }
 
 fn orphan_pod(name: &str, id: u32, app: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": template_labels(app), "annotations": {ID_ANNOTATION: id.to_string()}},
-        "spec": pod_spec(),
-    }))
-    .expect("a valid Pod")
+    testkit::pod(name).unsaved().labels(&template_labels(app)).annotation(ID_ANNOTATION, &id.to_string()).build()
 }
