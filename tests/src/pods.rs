@@ -145,3 +145,22 @@ fn container_statuses(pod: &Pod) -> Vec<ContainerStatus> {
         })
         .collect()
 }
+
+/// The UID of the pod's controller (the owner reference with `controller: true`), if any.
+pub fn controller_uid(pod: &Pod) -> Option<&str> {
+    pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true)).map(|r| r.uid.as_str())
+}
+
+/// Upstream's `IsPodActive`: not Succeeded, not Failed, not being deleted.
+pub fn is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    phase != Some("Succeeded") && phase != Some("Failed") && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// The Ready condition is True.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}

@@ -22,8 +22,11 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tests::controller::replica_set;
-use tests::deploy::{self, HostProcess, PodCounter, TestRbac, metric, metric_samples, wait_access};
+use tests::deploy::{self, TestRbac, wait_access};
+use tests::host_process::HostProcess;
 use tests::modules::{install_crd, push_via_config_map, wait_phase};
+use tests::pod_counter::PodCounter;
+use tests::prometheus::{metric, metric_samples};
 use tests::workdir::WorkDir;
 use tests::{ControlPlane, ControlPlaneOptions, TestNamespace, consistently, eventually, ns, shared};
 

@@ -26,6 +26,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tests::pods::{controller_uid, is_active};
 use tests::{
     TestNamespace, consistently,
     controller::{replica_set, replica_set_with, start_controller},
@@ -61,16 +62,6 @@ fn rs_ref(rs: &ReplicaSet, controller: Option<bool>, block: Option<bool>) -> Own
 
 fn refs(pod: &Pod) -> Vec<OwnerReference> {
     pod.metadata.owner_references.clone().unwrap_or_default()
-}
-
-fn controller_uid(pod: &Pod) -> Option<&str> {
-    pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true)).map(|r| r.uid.as_str())
-}
-
-/// Upstream's `IsPodActive`: not Succeeded/Failed and not being deleted.
-fn is_active(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    pod.metadata.deletion_timestamp.is_none() && !matches!(phase, Some("Succeeded" | "Failed"))
 }
 
 /// Every pod in the namespace, sorted by name.

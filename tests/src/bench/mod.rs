@@ -8,9 +8,12 @@
 //! (< 3 min). See [`Options`].
 
 pub mod client;
+pub mod environment;
 pub mod procfs;
+pub mod raw;
 pub mod report;
 pub mod scenarios;
+pub mod steady;
 pub mod subject;
 pub mod swap;
 pub mod tracker;
@@ -22,7 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use report::{Results, SteadyRow, SwapRow};
-use scenarios::{Phase, Scenario, SteadyPlane};
+use scenarios::{Phase, Scenario};
+use steady::SteadyPlane;
 use subject::{Limits, Subject};
 
 /// Command-line options of `bench`.

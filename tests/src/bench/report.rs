@@ -2,14 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::Instant;
 
-use super::scenarios::{HostStats, Measurement, Phase, Scenario, SteadyMeasurement, group};
+use super::environment;
+use super::scenarios::{HostStats, Measurement, Phase, Scenario, group};
+use super::steady::SteadyMeasurement;
 use super::subject::{Limits, Subject};
 use super::swap::SwapSeries;
 use super::{Options, Plan, Tier};
-use crate::Binaries;
 
 /// Reads one figure out of a run.
 type MeasurementField = fn(&Measurement) -> f64;
@@ -197,10 +197,10 @@ impl Results {
         }
         writeln!(md, "- Command: `{}` (from the workspace root)", self.command)?;
         writeln!(md, "- Date: {}; the run took {:.1} min", self.date, self.started.elapsed().as_secs_f64() / 60.0)?;
-        for line in machine() {
+        for line in environment::machine() {
             writeln!(md, "- {line}")?;
         }
-        for line in versions() {
+        for line in environment::versions() {
             writeln!(md, "- {line}")?;
         }
         writeln!(
@@ -457,66 +457,4 @@ impl Results {
         }
         Ok(())
     }
-}
-
-fn machine() -> Vec<String> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "?".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    vec![format!("Machine: {cores} CPUs (nproc), {model}, {mem} RAM, Linux {}", kernel.trim())]
-}
-
-fn first_line(program: &std::path::Path, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    text.lines().next().map(|l| l.trim().to_string())
-}
-
-fn versions() -> Vec<String> {
-    let binaries = Binaries::locate();
-    let apiserver =
-        binaries.kube_apiserver().ok().and_then(|p| first_line(&p, &["--version"])).unwrap_or_else(|| "?".into());
-    let kcm = binaries
-        .kube_controller_manager()
-        .ok()
-        .and_then(|p| first_line(&p, &["--version"]))
-        .unwrap_or_else(|| "?".into());
-    let etcd = binaries.etcd().ok().and_then(|p| first_line(&p, &["--version"])).unwrap_or_else(|| "?".into());
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let commit = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-    let rustc = first_line(std::path::Path::new("rustc"), &["--version"]).unwrap_or_else(|| "?".into());
-    vec![
-        format!("Kubernetes: kube-apiserver {apiserver}, kube-controller-manager {kcm}, etcd {etcd}"),
-        format!(
-            "Host: commit {commit}{} (release build), {rustc}",
-            if dirty { " with uncommitted changes" } else { "" }
-        ),
-    ]
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
 use super::procfs::{self, ProcSample};
@@ -18,14 +18,14 @@ use super::subject::{Limits, Running, Subject};
 use super::tracker::Tracker;
 use crate::ControlPlane;
 use crate::controller::replica_set;
-use crate::deploy::metric_sum;
+use crate::prometheus::metric_sum;
 
 /// How many requests the bench (and the raw-limit client) keeps in flight.
 pub const BENCH_CONCURRENCY: usize = 64;
 /// How long a controller may take to converge one phase.
-const CONVERGE_TIMEOUT: Duration = Duration::from_secs(900);
+pub(super) const CONVERGE_TIMEOUT: Duration = Duration::from_secs(900);
 /// Idle time between the controller becoming ready and the measured window.
-const SETTLE: Duration = Duration::from_millis(1000);
+pub(super) const SETTLE: Duration = Duration::from_millis(1000);
 
 /// A creation scenario: `rs` ReplicaSets of `replicas` pods from 0, optionally then scaled down to
 /// `scale_to` each.
@@ -156,7 +156,7 @@ pub async fn apiserver_requests(metrics: &kube::Client) -> Result<f64> {
 
 /// Waits until the apiserver's count of controller-relevant requests stays unchanged for 1 s
 /// (trailing status and event writes), at most 30 s. Returns whether it timed out.
-async fn wait_quiet(metrics: &kube::Client) -> Result<bool> {
+pub(super) async fn wait_quiet(metrics: &kube::Client) -> Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = apiserver_requests(metrics).await?;
     let mut stable = 0;
@@ -227,7 +227,7 @@ impl Snapshot {
     }
 }
 
-fn names(n: usize) -> Vec<String> {
+pub(super) fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("rs-{i:04}")).collect()
 }
 
@@ -237,7 +237,7 @@ pub async fn run(subject: Subject, limits: Limits, scenario: Scenario) -> Result
     let cp = ControlPlane::start().await.context("starting a control plane")?;
     verbose(&format!("control plane started in {:.2} s", t.elapsed().as_secs_f64()));
     let result = match subject {
-        Subject::Limit => run_raw(&cp, scenario).await,
+        Subject::Limit => super::raw::run_raw(&cp, scenario).await,
         _ => run_controller(&cp, subject, limits, scenario).await,
     };
     let t = Instant::now();
@@ -354,7 +354,7 @@ async fn run_controller(
 /// own before anything is measured: the first writes to a fresh apiserver are slower (etcd
 /// connections, admission and storage paths), and the client's pool gets its connections (and TLS
 /// handshakes) outside the window.
-async fn warm_up(cp: &ControlPlane, client: &kube::Client) -> Result<()> {
+pub(super) async fn warm_up(cp: &ControlPlane, client: &kube::Client) -> Result<()> {
     let ns = cp.create_namespace("warmup").await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
     let created: Vec<Pod> = futures::stream::iter(0..BENCH_CONCURRENCY)
@@ -390,208 +390,12 @@ pub fn verbose(message: &str) {
     }
 }
 
-/// The pod a ReplicaSet named `owner` (UID `uid`) would create from [`replica_set`]'s template.
+/// The pod a ReplicaSet named `owner` (UID `uid`) made by [`replica_set`] would create: the
+/// controller's own `pod_from_template`.
 pub fn pod_like_controllers(owner: &str, uid: &str) -> Pod {
-    let mut pod: Pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"generateName": format!("{owner}-"), "labels": {"app": owner}},
-        "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}
-    }))
-    .expect("a valid pod");
-    pod.metadata.owner_references = Some(vec![OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "ReplicaSet".into(),
-        name: owner.into(),
-        uid: uid.into(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }]);
+    let mut rs = replica_set(owner, 1);
+    rs.metadata.uid = Some(uid.to_string());
+    let mut pod = host::apply::pods::pod_from_template(&rs).expect("the template has labels");
+    pod.metadata.namespace = None;
     pod
-}
-
-/// The raw limit: no controller; a plain unthrottled client (`TCP_NODELAY`, warmed pool) creates
-/// the scenario's pods (owned by ReplicaSets of 0 replicas created beforehand),
-/// [`BENCH_CONCURRENCY`] in flight, then deletes as many as the scale-down would.
-async fn run_raw(cp: &ControlPlane, scenario: Scenario) -> Result<Vec<(Phase, Measurement)>> {
-    let ns = cp.create_namespace("bench").await?;
-    let client = super::client::fast_client(cp.config())?.0;
-    warm_up(cp, &client).await?;
-    let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), ns.name());
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
-    let mut owners = Vec::new();
-    for name in names(scenario.rs) {
-        let rs = rss.create(&PostParams::default(), &replica_set(&name, 0)).await?;
-        owners.push((name, rs.metadata.uid.unwrap_or_default()));
-    }
-    tokio::time::sleep(SETTLE).await;
-    let templates: Vec<Pod> = owners
-        .iter()
-        .flat_map(|(name, uid)| (0..scenario.replicas).map(move |_| pod_like_controllers(name, uid)))
-        .collect();
-    let t0 = Instant::now();
-    let created: Vec<Pod> = futures::stream::iter(templates)
-        .map(|pod| {
-            let pods = pods.clone();
-            async move { pods.create(&PostParams::default(), &pod).await }
-        })
-        .buffer_unordered(BENCH_CONCURRENCY)
-        .try_collect()
-        .await
-        .context("creating pods")?;
-    let wall = t0.elapsed().as_secs_f64();
-    let mut out = vec![(
-        Phase::Create,
-        Measurement { wall, pods: created.len(), pod_rate: created.len() as f64 / wall, ..Measurement::default() },
-    )];
-    if let Some(to) = scenario.scale_to {
-        let mut per_owner: HashMap<String, Vec<String>> = HashMap::new();
-        for pod in &created {
-            let owner = pod.labels().get("app").cloned().unwrap_or_default();
-            per_owner.entry(owner).or_default().push(pod.metadata.name.clone().unwrap_or_default());
-        }
-        let doomed: Vec<String> =
-            per_owner.into_values().flat_map(|names| names.into_iter().skip(to as usize)).collect();
-        tokio::time::sleep(SETTLE).await;
-        let t0 = Instant::now();
-        let n = doomed.len();
-        futures::stream::iter(doomed)
-            .map(|name| {
-                let pods = pods.clone();
-                async move { pods.delete(&name, &DeleteParams::default()).await }
-            })
-            .buffer_unordered(BENCH_CONCURRENCY)
-            .try_collect::<Vec<_>>()
-            .await
-            .context("deleting pods")?;
-        let wall = t0.elapsed().as_secs_f64();
-        out.push((
-            Phase::ScaleDown,
-            Measurement { wall, pods: n, pod_rate: n as f64 / wall, ..Measurement::default() },
-        ));
-    }
-    Ok(out)
-}
-
-use kube::ResourceExt;
-
-/// A control plane holding `rs × per_rs` pods, created directly (owned by ReplicaSets that already
-/// want exactly that many), shared by every steady-state run.
-pub struct SteadyPlane {
-    /// The control plane.
-    pub cp: ControlPlane,
-    ns: crate::TestNamespace,
-    expected: HashMap<String, i32>,
-}
-
-/// What one steady-state run measured.
-#[derive(Debug, Clone, Default)]
-pub struct SteadyMeasurement {
-    /// Seconds from starting the controller to every ReplicaSet's status being current.
-    pub startup: f64,
-    /// CPU seconds from process start to that point (plus trailing writes).
-    pub startup_cpu: f64,
-    /// RSS after settling, MiB.
-    pub rss_mib: f64,
-    /// Peak RSS over the process's life, MiB.
-    pub peak_rss_mib: f64,
-    /// CPU use while idle, percent of one core.
-    pub idle_cpu_pct: f64,
-    /// Requests on pods/ReplicaSets/events from controller start to quiet (initial lists included).
-    pub requests: f64,
-}
-
-impl SteadyPlane {
-    /// Starts a control plane and fills it.
-    pub async fn prepare(rs: usize, per_rs: i32) -> Result<Self> {
-        let cp = ControlPlane::start().await.context("starting a control plane")?;
-        let ns = cp.create_namespace("steady").await?;
-        let client = cp.client()?;
-        let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), ns.name());
-        let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
-        let mut templates = Vec::new();
-        let mut expected = HashMap::new();
-        for name in names(rs) {
-            let created = rss.create(&PostParams::default(), &replica_set(&name, per_rs)).await?;
-            let uid = created.metadata.uid.unwrap_or_default();
-            templates.extend((0..per_rs).map(|_| pod_like_controllers(&name, &uid)));
-            expected.insert(name, per_rs);
-        }
-        let total = templates.len();
-        let started = Instant::now();
-        let mut done = 0usize;
-        let mut stream = futures::stream::iter(templates)
-            .map(|pod| {
-                let pods = pods.clone();
-                async move { pods.create(&PostParams::default(), &pod).await }
-            })
-            .buffer_unordered(BENCH_CONCURRENCY);
-        while let Some(r) = stream.next().await {
-            r.context("creating steady-state pods")?;
-            done += 1;
-            if done.is_multiple_of(2500) || done == total {
-                progress(&format!(
-                    "steady state: {} of {} pods created ({:.0}/s)",
-                    group(done as u64),
-                    group(total as u64),
-                    done as f64 / started.elapsed().as_secs_f64()
-                ));
-            }
-        }
-        Ok(Self { cp, ns, expected })
-    }
-
-    /// Starts `subject` on the filled control plane, waits until it converged (it only writes
-    /// statuses: the bench reset them), lets it settle for `settle` and measures its RSS, then its
-    /// CPU over `idle` of idleness.
-    pub async fn run(
-        &self,
-        subject: Subject,
-        limits: Limits,
-        settle: Duration,
-        idle: Duration,
-    ) -> Result<SteadyMeasurement> {
-        let clients = Clients::new(&self.cp)?;
-        let rss: Api<ReplicaSet> = Api::namespaced(clients.client.clone(), self.ns.name());
-        // Forget what the previous controller wrote, so every run does the same work.
-        let reset = serde_json::json!({"status": {"replicas": 0, "fullyLabeledReplicas": 0, "readyReplicas": 0,
-            "availableReplicas": 0, "observedGeneration": 0}});
-        futures::stream::iter(self.expected.keys())
-            .map(|n| {
-                let (rss, reset) = (rss.clone(), reset.clone());
-                async move { rss.patch_status(n, &PatchParams::default(), &Patch::Merge(&reset)).await }
-            })
-            .buffer_unordered(BENCH_CONCURRENCY)
-            .try_collect::<Vec<_>>()
-            .await
-            .context("resetting statuses")?;
-        let tracker = Tracker::start(&clients.client, self.ns.name()).await?;
-        let api_before = apiserver_requests(&clients.metrics).await?;
-        let bench_before = clients.stats.snapshot().requests;
-        let t0 = Instant::now();
-        let ctrl = Running::start(&self.cp, subject, limits, &[]).await?;
-        let outcome = async {
-            let done = tracker.wait_converged(&self.expected, CONVERGE_TIMEOUT, || ctrl.check_alive()).await?;
-            wait_quiet(&clients.metrics).await?;
-            let startup_cpu = procfs::sample(ctrl.pid())?.cpu_seconds;
-            let requests = apiserver_requests(&clients.metrics).await?
-                - api_before
-                - (clients.stats.snapshot().requests - bench_before) as f64;
-            tokio::time::sleep(settle).await;
-            let settled = procfs::sample(ctrl.pid())?;
-            tokio::time::sleep(idle).await;
-            let end = procfs::sample(ctrl.pid())?;
-            anyhow::Ok(SteadyMeasurement {
-                startup: done.duration_since(t0).as_secs_f64(),
-                startup_cpu,
-                rss_mib: procfs::mib(settled.rss_kib),
-                peak_rss_mib: procfs::mib(end.hwm_kib),
-                idle_cpu_pct: 100.0 * (end.cpu_seconds - settled.cpu_seconds) / idle.as_secs_f64(),
-                requests,
-            })
-        }
-        .await;
-        ctrl.stop();
-        outcome
-    }
 }

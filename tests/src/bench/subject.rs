@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 
 use super::scenarios;
-use crate::deploy::HostProcess;
+use crate::host_process::HostProcess;
 use crate::workdir::WorkDir;
 use crate::{ControlPlane, KcmOptions, KubeControllerManager};
 

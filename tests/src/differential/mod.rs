@@ -20,6 +20,7 @@
 //! Used by `cargo test -p tests --test differential` and
 //! `cargo run -p tests --bin differential [-- --scenario NAME]... [--keep-going]`.
 
+pub mod capture;
 pub mod compare;
 pub mod end_state;
 pub mod runner;

@@ -1,21 +1,23 @@
 //! Runs a [`Scenario`] against one controller on a fresh private control plane and captures its
 //! [`EndState`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use host::testkit;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Event, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
-use super::end_state::{EndState, PodFacts, ReplicaSetState, StatusFields};
+use super::capture::{self, pod_id};
+use super::end_state::EndState;
 use super::scenario::{DELETION_COST_ANNOTATION, FakeOwner, ID_ANNOTATION, Scenario, Since, Step};
+use crate::pods::{controller_uid, is_active, is_ready};
 use crate::{ControlPlane, KcmOptions, KubeControllerManager, TestNamespace, consistently, eventually, pods};
 
 /// The UID of the made-up ReplicaSet owning [`Step::CreateForeignPod`]'s pods.
@@ -79,7 +81,7 @@ async fn run_inner(scenario: &Scenario, controller: Controller, setup: &mut Opti
         for (i, step) in scenario.steps.iter().enumerate() {
             runner.step(step).await.with_context(|| format!("step {} {step:?}", i + 1))?;
         }
-        runner.settled_end_state().await
+        capture::settled(&runner.ns, &runner.replica_sets, &runner.snapshots).await
     }
     .await;
     let outcome = match outcome {
@@ -266,7 +268,7 @@ impl Runner {
             }
             Step::Sleep(d) => tokio::time::sleep(*d).await,
             Step::Snapshot { label } => {
-                let now = self.settled_end_state().await?;
+                let now = capture::settled(&self.ns, &self.replica_sets, &self.snapshots).await?;
                 self.snapshots.extend(
                     now.fields()
                         .into_iter()
@@ -316,7 +318,7 @@ impl Runner {
             .await?
             .items
             .into_iter()
-            .filter(|p| owner_uid(p) == Some(uid.as_str()) && is_active(p) && pod_id(p).is_none())
+            .filter(|p| controller_uid(p) == Some(uid.as_str()) && is_active(p) && pod_id(p).is_none())
             .collect();
         if candidates.len() != expect {
             bail!("{} unidentified active pods of {rs}, expected {expect}", candidates.len());
@@ -347,7 +349,7 @@ impl Runner {
         match waited {
             Ok(()) => Ok(()),
             Err(e) => {
-                let now = match self.end_state().await {
+                let now = match capture::end_state(&self.ns, &self.replica_sets, &self.snapshots).await {
                     Ok(state) => state.to_string(),
                     Err(e) => format!("(unreadable: {e:#})"),
                 };
@@ -366,7 +368,7 @@ impl Runner {
         let (mut active, mut ready) = (0, 0);
         for pod in &pods {
             let matches = selector.iter().all(|(k, v)| pod.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v));
-            match owner_uid(pod) {
+            match controller_uid(pod) {
                 Some(owner) if owner == uid => {
                     if !matches {
                         return Ok(false); // not released yet
@@ -386,113 +388,6 @@ impl Runner {
             && status.ready_replicas.unwrap_or(0) == ready
             && status.observed_generation == rs.metadata.generation)
     }
-
-    /// Captures the end state until two captures [`SETTLE_FOR`] apart agree.
-    async fn settled_end_state(&self) -> Result<EndState> {
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        let mut last = self.end_state().await?;
-        loop {
-            tokio::time::sleep(SETTLE_FOR).await;
-            let current = self.end_state().await?;
-            if current == last {
-                return Ok(current);
-            }
-            if Instant::now() >= deadline {
-                bail!("the end state still changes after {SETTLE_TIMEOUT:?}; last two:\n{last}\n---\n{current}");
-            }
-            last = current;
-        }
-    }
-
-    async fn end_state(&self) -> Result<EndState> {
-        let pods = self.ns.api::<Pod>().list(&ListParams::default()).await?.items;
-        let events = self.ns.api::<Event>().list(&ListParams::default()).await?.items;
-        let mut owned_by: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
-        let mut unowned = Vec::new();
-        for pod in &pods {
-            match owner_uid(pod) {
-                Some(uid) => owned_by.entry(uid.to_string()).or_default().push(pod),
-                None => unowned.push(facts(pod)),
-            }
-        }
-        let mut replica_sets = Vec::new();
-        for name in &self.replica_sets {
-            let rs = self.ns.api::<ReplicaSet>().get(name).await?;
-            let uid = rs.metadata.uid.clone().unwrap_or_default();
-            let owned = owned_by.remove(&uid).unwrap_or_default();
-            let status = rs.status.clone().unwrap_or_default();
-            let mut conditions: Vec<String> = status
-                .conditions
-                .iter()
-                .flatten()
-                .map(|c| {
-                    let field = |f: &Option<String>| f.clone().unwrap_or_default();
-                    format!("{}={}/{}", field(&c.type_), field(&c.status), field(&c.reason))
-                })
-                .collect();
-            conditions.sort();
-            let events: BTreeSet<String> = events
-                .iter()
-                .filter(|e| {
-                    e.involved_object.kind.as_deref() == Some("ReplicaSet")
-                        && e.involved_object.name.as_deref() == Some(*name)
-                })
-                .map(|e| format!("{}/{}", e.type_.as_deref().unwrap_or("?"), e.reason.as_deref().unwrap_or("?")))
-                .collect();
-            replica_sets.push(ReplicaSetState {
-                name: name.to_string(),
-                spec_replicas: rs.spec.replicas.unwrap_or(1),
-                generation: rs.metadata.generation.unwrap_or(0),
-                pods: owned.iter().map(|p| facts(p)).collect(),
-                status: StatusFields {
-                    replicas: status.replicas,
-                    fully_labeled: status.fully_labeled_replicas.unwrap_or(0),
-                    ready: status.ready_replicas.unwrap_or(0),
-                    available: status.available_replicas.unwrap_or(0),
-                    terminating: status.terminating_replicas,
-                    observed_generation: status.observed_generation.unwrap_or(0),
-                    conditions,
-                },
-                events,
-            });
-        }
-        // Pods owned by something else than the scenario's ReplicaSets count as unowned here.
-        unowned.extend(owned_by.values().flatten().map(|p| facts(p)));
-        Ok(EndState::new(self.snapshots.clone(), replica_sets, unowned))
-    }
-}
-
-fn facts(pod: &Pod) -> PodFacts {
-    let status = pod.status.as_ref();
-    PodFacts {
-        id: pod_id(pod),
-        app: pod.metadata.labels.as_ref().and_then(|l| l.get("app")).cloned().unwrap_or_default(),
-        phase: status.and_then(|s| s.phase.clone()).unwrap_or_else(|| "Pending".to_string()),
-        terminating: pod.metadata.deletion_timestamp.is_some(),
-        owned: owner_uid(pod).is_some(),
-    }
-}
-
-/// The pod's `diff.test/id`.
-pub fn pod_id(pod: &Pod) -> Option<u32> {
-    pod.metadata.annotations.as_ref()?.get(ID_ANNOTATION)?.parse().ok()
-}
-
-fn owner_uid(pod: &Pod) -> Option<&str> {
-    pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true)).map(|r| r.uid.as_str())
-}
-
-/// Upstream's `IsPodActive`: not Succeeded, not Failed, not being deleted.
-fn is_active(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    phase != Some("Succeeded") && phase != Some("Failed") && pod.metadata.deletion_timestamp.is_none()
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn template_labels(app: &str) -> BTreeMap<String, String> {

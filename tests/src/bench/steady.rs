@@ -1,0 +1,142 @@
+//! The steady state: a control plane already holding many pods, each controller started on it,
+//! measured from start to converged and then idle.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+use super::procfs;
+use super::progress;
+use super::scenarios::{
+    BENCH_CONCURRENCY, CONVERGE_TIMEOUT, Clients, apiserver_requests, group, names, pod_like_controllers, wait_quiet,
+};
+use super::subject::{Limits, Running, Subject};
+use super::tracker::Tracker;
+use crate::ControlPlane;
+use crate::controller::replica_set;
+
+/// A control plane holding `rs × per_rs` pods, created directly (owned by ReplicaSets that already
+/// want exactly that many), shared by every steady-state run.
+pub struct SteadyPlane {
+    /// The control plane.
+    pub cp: ControlPlane,
+    ns: crate::TestNamespace,
+    expected: HashMap<String, i32>,
+}
+
+/// What one steady-state run measured.
+#[derive(Debug, Clone, Default)]
+pub struct SteadyMeasurement {
+    /// Seconds from starting the controller to every ReplicaSet's status being current.
+    pub startup: f64,
+    /// CPU seconds from process start to that point (plus trailing writes).
+    pub startup_cpu: f64,
+    /// RSS after settling, MiB.
+    pub rss_mib: f64,
+    /// Peak RSS over the process's life, MiB.
+    pub peak_rss_mib: f64,
+    /// CPU use while idle, percent of one core.
+    pub idle_cpu_pct: f64,
+    /// Requests on pods/ReplicaSets/events from controller start to quiet (initial lists included).
+    pub requests: f64,
+}
+
+impl SteadyPlane {
+    /// Starts a control plane and fills it.
+    pub async fn prepare(rs: usize, per_rs: i32) -> Result<Self> {
+        let cp = ControlPlane::start().await.context("starting a control plane")?;
+        let ns = cp.create_namespace("steady").await?;
+        let client = cp.client()?;
+        let rss: Api<ReplicaSet> = Api::namespaced(client.clone(), ns.name());
+        let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+        let mut templates = Vec::new();
+        let mut expected = HashMap::new();
+        for name in names(rs) {
+            let created = rss.create(&PostParams::default(), &replica_set(&name, per_rs)).await?;
+            let uid = created.metadata.uid.unwrap_or_default();
+            templates.extend((0..per_rs).map(|_| pod_like_controllers(&name, &uid)));
+            expected.insert(name, per_rs);
+        }
+        let total = templates.len();
+        let started = Instant::now();
+        let mut done = 0usize;
+        let mut stream = futures::stream::iter(templates)
+            .map(|pod| {
+                let pods = pods.clone();
+                async move { pods.create(&PostParams::default(), &pod).await }
+            })
+            .buffer_unordered(BENCH_CONCURRENCY);
+        while let Some(r) = stream.next().await {
+            r.context("creating steady-state pods")?;
+            done += 1;
+            if done.is_multiple_of(2500) || done == total {
+                progress(&format!(
+                    "steady state: {} of {} pods created ({:.0}/s)",
+                    group(done as u64),
+                    group(total as u64),
+                    done as f64 / started.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        Ok(Self { cp, ns, expected })
+    }
+
+    /// Starts `subject` on the filled control plane, waits until it converged (it only writes
+    /// statuses: the bench reset them), lets it settle for `settle` and measures its RSS, then its
+    /// CPU over `idle` of idleness.
+    pub async fn run(
+        &self,
+        subject: Subject,
+        limits: Limits,
+        settle: Duration,
+        idle: Duration,
+    ) -> Result<SteadyMeasurement> {
+        let clients = Clients::new(&self.cp)?;
+        let rss: Api<ReplicaSet> = Api::namespaced(clients.client.clone(), self.ns.name());
+        // Forget what the previous controller wrote, so every run does the same work.
+        let reset = serde_json::json!({"status": {"replicas": 0, "fullyLabeledReplicas": 0, "readyReplicas": 0,
+            "availableReplicas": 0, "observedGeneration": 0}});
+        futures::stream::iter(self.expected.keys())
+            .map(|n| {
+                let (rss, reset) = (rss.clone(), reset.clone());
+                async move { rss.patch_status(n, &PatchParams::default(), &Patch::Merge(&reset)).await }
+            })
+            .buffer_unordered(BENCH_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await
+            .context("resetting statuses")?;
+        let tracker = Tracker::start(&clients.client, self.ns.name()).await?;
+        let api_before = apiserver_requests(&clients.metrics).await?;
+        let bench_before = clients.stats.snapshot().requests;
+        let t0 = Instant::now();
+        let ctrl = Running::start(&self.cp, subject, limits, &[]).await?;
+        let outcome = async {
+            let done = tracker.wait_converged(&self.expected, CONVERGE_TIMEOUT, || ctrl.check_alive()).await?;
+            wait_quiet(&clients.metrics).await?;
+            let startup_cpu = procfs::sample(ctrl.pid())?.cpu_seconds;
+            let requests = apiserver_requests(&clients.metrics).await?
+                - api_before
+                - (clients.stats.snapshot().requests - bench_before) as f64;
+            tokio::time::sleep(settle).await;
+            let settled = procfs::sample(ctrl.pid())?;
+            tokio::time::sleep(idle).await;
+            let end = procfs::sample(ctrl.pid())?;
+            anyhow::Ok(SteadyMeasurement {
+                startup: done.duration_since(t0).as_secs_f64(),
+                startup_cpu,
+                rss_mib: procfs::mib(settled.rss_kib),
+                peak_rss_mib: procfs::mib(end.hwm_kib),
+                idle_cpu_pct: 100.0 * (end.cpu_seconds - settled.cpu_seconds) / idle.as_secs_f64(),
+                requests,
+            })
+        }
+        .await;
+        ctrl.stop();
+        outcome
+    }
+}
