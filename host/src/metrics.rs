@@ -89,6 +89,7 @@ pub struct Metrics {
     guest_fuel_per_call: Family<ModuleLabels, Histogram>,
     guest_memory_high_water: Family<ModuleLabels, Gauge>,
     guest_failures: Family<FailureLabels, Counter>,
+    guest_input_failures: Family<FailureLabels, Counter>,
     module_swaps: Family<SwapLabels, Counter>,
     live: Mutex<Option<Arc<Live>>>,
 }
@@ -108,6 +109,7 @@ impl Default for Metrics {
             guest_fuel_per_call: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1e4, 4.0, 12))),
             guest_memory_high_water: Family::default(),
             guest_failures: Family::default(),
+            guest_input_failures: Family::default(),
             module_swaps: Family::default(),
             live: Mutex::new(None),
         }
@@ -151,6 +153,14 @@ impl Metrics {
     /// A guest call failed.
     pub fn guest_failure(&self, error: &GuestError) {
         self.guest_failures
+            .get_or_create(&FailureLabels { module: error.digest.short(), cause: error.failure.label() })
+            .inc();
+    }
+
+    /// A guest call failed on input that the last good module fails on too (never blamed on
+    /// the module).
+    pub fn guest_input_failure(&self, error: &GuestError) {
+        self.guest_input_failures
             .get_or_create(&FailureLabels { module: error.digest.short(), cause: error.failure.label() })
             .inc();
     }
@@ -210,6 +220,11 @@ impl Metrics {
             "wasm_replicaset_guest_failures",
             "Guest calls that failed, by cause",
             self.guest_failures.clone(),
+        );
+        registry.register(
+            "wasm_replicaset_guest_input_failures",
+            "Guest calls that failed on a snapshot the last good module fails on too, by cause",
+            self.guest_input_failures.clone(),
         );
         registry.register(
             "wasm_replicaset_module_swaps",

@@ -50,7 +50,11 @@ pub struct RunArgs {
     /// Extra fuel per candidate pod.
     #[arg(long, default_value_t = SandboxLimits::default().fuel_per_pod)]
     pub guest_fuel_per_pod: u64,
-    /// Cap on a guest's memory, in MiB.
+    /// Extra fuel per label of the snapshot's (interned) label sets.
+    #[arg(long, default_value_t = SandboxLimits::default().fuel_per_label)]
+    pub guest_fuel_per_label: u64,
+    /// Cap on a guest's memory, in MiB, before the allowance of 4 bytes per byte of input
+    /// (never above 256 MiB).
     #[arg(long, default_value_t = 64)]
     pub guest_memory_mib: usize,
     /// Wall-clock deadline per guest call, in milliseconds.
@@ -124,6 +128,7 @@ impl RunArgs {
         SandboxLimits {
             fuel_base: self.guest_fuel,
             fuel_per_pod: self.guest_fuel_per_pod,
+            fuel_per_label: self.guest_fuel_per_label,
             memory_bytes: self.guest_memory_mib << 20,
             deadline: Duration::from_millis(self.guest_deadline_ms),
             // Each worker makes at most one call at a time; leave room for module validation.

@@ -252,3 +252,48 @@ async fn controller_module_cli(ns: &TestNamespace, command: ModuleCommand) -> Re
     let target = Target { kubeconfig: Some(kubeconfig), namespace: ns.name().to_string() };
     wasm_replicaset::module::run(&target, &command).await
 }
+
+#[tokio::test]
+async fn junk_orphans_with_many_labels_neither_stall_syncs_nor_roll_back_the_module() -> Result<()> {
+    // Found trying the product as an attacker would: eight orphans no ReplicaSet selects, each
+    // with 10,000 labels, made every sync of their namespace run out of fuel, and after three
+    // such syncs the operator's good module was rolled back. They must cost nothing now.
+    let (ns, controller) = setup().await?;
+    push(&ns, "operators-choice", test_guests::NEWEST_FIRST, Mode::Active).await?;
+    wait_phase(&ns, "operators-choice", Phase::Active, VERDICT).await?;
+    ns.api::<ReplicaSet>().create(&PostParams::default(), &replica_set("web", 2)).await?;
+    wait_live_pods(&ns, 2).await?;
+
+    let junk: std::collections::BTreeMap<String, String> =
+        (0..10_000).map(|i| (format!("junk-{i}"), "x".to_string())).chain([("app".into(), "junk".into())]).collect();
+    for i in 0..8 {
+        let pod = host::testkit::pod(&format!("junk-{i}")).unsaved().labels(&junk).build();
+        ns.api::<Pod>().create(&PostParams::default(), &pod).await?;
+    }
+    scale(&ns, "web", 3).await?;
+    ns.api::<ReplicaSet>().create(&PostParams::default(), &replica_set("api", 2)).await?;
+    wait_live_pods(&ns, 8 + 3 + 2).await?;
+    for (name, replicas) in [("web", 3), ("api", 2)] {
+        eventually(&format!("{name}'s status at {replicas}"), Duration::from_secs(30), || async {
+            let status = ns.api::<ReplicaSet>().get(name).await?.status.unwrap_or_default();
+            Ok((status.replicas == replicas).then_some(()))
+        })
+        .await?;
+    }
+
+    let module = ns.api::<ReconcileModule>().get("operators-choice").await?;
+    assert_eq!(module.status.and_then(|s| s.phase), Some(Phase::Active), "the operator's module still serves");
+    assert!(
+        matches!(controller.engine.shared.policy.serving().source, Source::Object { ref name, .. } if name == "operators-choice")
+    );
+    let port = controller.http_addr().expect("the test controller serves /metrics").port();
+    let (_, metrics) = tests::host_process::http_get(port, "/metrics").await?;
+    let failures = tests::prometheus::metric_sum(&metrics, "wasm_replicaset_guest_failures_total", |_| true);
+    assert_eq!(failures, 0.0, "no guest call failed:\n{metrics}");
+    // The junk never reached the guest: a call reading 80,000 labels costs ~40 M fuel.
+    let fuel = tests::prometheus::metric_sum(&metrics, "wasm_replicaset_guest_fuel_total", |_| true);
+    let calls = tests::prometheus::metric_sum(&metrics, "wasm_replicaset_guest_call_duration_seconds_count", |_| true);
+    assert!(calls > 0.0 && fuel / calls < 1_000_000.0, "{fuel} fuel in {calls} calls:\n{metrics}");
+    controller.shutdown().await;
+    Ok(())
+}

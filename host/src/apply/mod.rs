@@ -150,6 +150,11 @@ impl<A: ApiCalls> Writes<A> {
         Ok(updated)
     }
 
+    /// A Warning Event about `rs` that is not about a pod write.
+    pub fn warn(&self, rs: &ReplicaSet, reason: &'static str, message: String) {
+        self.event(rs, EventType::Warning, reason, message);
+    }
+
     fn record(&self, rs: &ReplicaSet, resource: Resource, resource_version: Option<&str>) {
         if let Some(rv) = resource_version {
             self.consistency.wrote_at(&key_of(rs), rs.metadata.uid.as_deref().unwrap_or_default(), resource, rv);

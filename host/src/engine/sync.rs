@@ -19,7 +19,7 @@ use crate::{
     apply::{ApiCalls, WriteError, status_unchanged},
     consistency::{Resource, StaleCache},
     contract::{Controller, Plan, ReconcileError, ReplicaSetStatus, Snapshot},
-    policy::SyncPolicy,
+    policy::{PlanError, SyncPolicy},
     sandbox::GuestError,
     selector::ReplicaSetSelector,
     snapshot::{self, Context, Projection},
@@ -38,6 +38,10 @@ pub enum SyncError {
     /// The policy module failed (trap, fuel, deadline, memory, invalid plan).
     #[error(transparent)]
     Guest(#[from] GuestError),
+    /// The policy fails on this ReplicaSet's snapshot, and so does the last good module: the
+    /// input is the problem, so no rollback; an Event on the ReplicaSet says so.
+    #[error("the policy cannot handle this ReplicaSet's input (the last good module fails on it too): {0}")]
+    Input(GuestError),
     /// Adopting or releasing pods failed; nothing was scaled and no status written.
     #[error(transparent)]
     Claim(#[from] ClaimError),
@@ -56,7 +60,7 @@ impl SyncError {
             Self::Claim(e) => e.write_errors().any(WriteError::is_access_denied),
             Self::Scale(e) => e.write_error().is_access_denied(),
             Self::Status(e) => e.is_access_denied(),
-            Self::InvalidKey(_) | Self::StaleCache(_) | Self::Guest(_) => false,
+            Self::InvalidKey(_) | Self::StaleCache(_) | Self::Guest(_) | Self::Input(_) => false,
         }
     }
 
@@ -66,6 +70,7 @@ impl SyncError {
             Self::InvalidKey(_) => "invalid_key",
             Self::StaleCache(_) => "stale_cache",
             Self::Guest(_) => "guest",
+            Self::Input(_) => "input",
             Self::Claim(_) => "claim",
             Self::Scale(_) => "scale",
             Self::Status(_) => "status",
@@ -116,6 +121,9 @@ impl SyncReport {
     }
 }
 
+/// The Event reason of a sync whose input the policy cannot handle (our own; upstream has none).
+pub const POLICY_INPUT_FAILED: &str = "PolicyInputFailed";
+
 /// Adoptions that found their pod gone force a new plan; the loop is bounded all the same.
 const MAX_PLANS_PER_SYNC: usize = 3;
 
@@ -145,7 +153,14 @@ impl<A: ApiCalls> Engine<A> {
         };
         let started = Instant::now();
         let projection = self.snapshot(key, &rs);
-        let Some((plan, projection)) = self.plan_and_claim(&rs, projection, policy, report).await? else {
+        let planned = self.plan_and_claim(&rs, projection, policy, report).await;
+        if let Err(SyncError::Input(error)) = &planned {
+            let message = format!(
+                "The policy fails on this ReplicaSet's pods, and so does the last good module; nothing was changed: {error}"
+            );
+            self.writes.warn(&rs, POLICY_INPUT_FAILED, message);
+        }
+        let Some((plan, projection)) = planned? else {
             return Ok(());
         };
         let scaled = scale::apply(self, key, &rs, &projection, &plan).await;
@@ -175,9 +190,11 @@ impl<A: ApiCalls> Engine<A> {
         self.shared.expectations.delete_expectations(key);
     }
 
-    /// The policy's input: the ReplicaSet, the pods it controls plus its namespace's orphans.
-    /// Expectations are read before the pods are listed, so a pod observed in between is
-    /// counted (upstream `TestRSSyncExpectations`).
+    /// The policy's input: the ReplicaSet, the pods it controls, and the orphans of its namespace
+    /// that its selector matches. An orphan it does not match can never be adopted, so it never
+    /// reaches the guest and costs it nothing (anyone who may create pods in the namespace could
+    /// otherwise make every sync there run out of fuel). Expectations are read before the pods
+    /// are listed, so a pod observed in between is counted (upstream `TestRSSyncExpectations`).
     fn snapshot(&self, key: &str, rs: &ReplicaSet) -> Projection {
         let shared = &self.shared;
         let context = Context {
@@ -186,7 +203,17 @@ impl<A: ApiCalls> Engine<A> {
             burst_replicas: shared.burst_replicas,
         };
         let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
-        let candidates = shared.pods.owned_and_orphans(namespace, rs.metadata.uid.as_deref().unwrap_or_default());
+        let selector = ReplicaSetSelector::of(rs);
+        let no_labels = std::collections::BTreeMap::new();
+        let candidates = shared
+            .pods
+            .owned_and_orphans(namespace, rs.metadata.uid.as_deref().unwrap_or_default())
+            .into_iter()
+            .filter(|pod| {
+                pod.controller_ref().is_some()
+                    || selector.matches(pod.metadata.labels.as_ref().unwrap_or(&no_labels)) == Some(true)
+            })
+            .collect();
         snapshot::project(rs, candidates, context, || self.related_pods_per_node(rs))
     }
 
@@ -224,7 +251,10 @@ impl<A: ApiCalls> Engine<A> {
         report: &mut SyncReport,
     ) -> Result<Option<Plan>, SyncError> {
         let started = Instant::now();
-        let outcome = policy.plan(snapshot).await?;
+        let outcome = policy.plan(snapshot).await.map_err(|e| match e {
+            PlanError::Module(e) => SyncError::Guest(e),
+            PlanError::Input(e) => SyncError::Input(e),
+        })?;
         report.guest_time += started.elapsed();
         match outcome {
             Ok(plan) => {

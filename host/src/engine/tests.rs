@@ -265,3 +265,25 @@ async fn a_pod_whose_labels_no_longer_match_is_released() {
     );
     assert_eq!(*engine.writes.api().created.lock().unwrap(), 1, "a replacement is created in the same sync");
 }
+
+#[tokio::test]
+async fn orphans_the_selector_does_not_match_never_reach_the_policy() {
+    // Eight junk pods with 10,000 labels each once made every sync of the namespace run out of
+    // fuel; they cannot be adopted, so the policy must not even see them.
+    let engine = engine(RecordingApi::default());
+    let mut log = engine.shared.sync_log.subscribe();
+    add_replica_set(&engine, replica_set(2));
+    add_pods(&engine, 1);
+    let junk: Vec<(String, String)> = (0..10_000).map(|i| (format!("junk-{i}"), "x".to_string())).collect();
+    let junk = junk.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>();
+    for i in 0..8 {
+        engine.shared.pods.upsert(None, &pod(&format!("junk-{i}"), None, &junk));
+    }
+    engine.shared.pods.upsert(None, &pod("adoptable", None, &[("foo", "bar")]));
+    *engine.writes.api().live.lock().unwrap() = Some(replica_set(2));
+    engine.sync_replica_set(KEY).await.unwrap();
+    let (snapshot, plan) = log.recv().await.unwrap().planned.expect("a plan");
+    assert_eq!(snapshot.pods.len(), 2, "the owned pod and the matching orphan only");
+    assert!(snapshot.label_sets.iter().all(|set| set.len() < 10), "no junk label reached the guest");
+    assert_eq!(snapshot.pod_names(&plan.adopt), "adoptable");
+}

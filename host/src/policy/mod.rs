@@ -7,6 +7,10 @@
 //! across two modules, and the old module is freed when its last sync ends. Each call also
 //! feeds the shadow comparison, the guest metrics and the failure streak, so the engine knows
 //! nothing of shadows or rollbacks.
+//!
+//! A failed call is blamed on the module only if the last good module handles the same
+//! snapshot: when it fails too, the snapshot is the problem (a pod with thousands of labels, say)
+//! and switching modules would not help, so the failure never counts towards a rollback.
 
 pub mod shadow;
 
@@ -122,6 +126,8 @@ pub struct ActivePolicy {
     sandbox: Sandbox,
     serving: ArcSwap<Serving>,
     shadow: ArcSwapOption<Shadow>,
+    /// The module that served before the current one, if it was healthy when replaced.
+    last_good: ArcSwapOption<Serving>,
     consecutive_failures: AtomicU32,
     rollback_after: u32,
     rollbacks: Option<mpsc::UnboundedSender<RollbackRequest>>,
@@ -145,6 +151,7 @@ impl ActivePolicy {
             sandbox,
             serving: ArcSwap::new(serving),
             shadow: ArcSwapOption::empty(),
+            last_good: ArcSwapOption::empty(),
             consecutive_failures: AtomicU32::new(0),
             rollback_after,
             rollbacks,
@@ -173,8 +180,24 @@ impl ActivePolicy {
 
     /// Makes `serving` serve new syncs; returns what it replaces. The failure count restarts.
     pub fn swap(&self, serving: Arc<Serving>) -> Arc<Serving> {
-        self.consecutive_failures.store(0, Ordering::Release);
-        self.serving.swap(serving)
+        let streak = self.consecutive_failures.swap(0, Ordering::AcqRel);
+        let previous = self.serving.swap(serving);
+        // A module being rolled back, or failing when replaced, is no reference for blame.
+        if streak == 0 && !previous.rollback_requested.load(Ordering::Acquire) {
+            self.last_good.store(Some(previous.clone()));
+        }
+        previous
+    }
+
+    /// Whether `error`, which `serving` met on `snapshot`, is the snapshot's fault: the last good
+    /// module is the same code, or fails on it too. With no last good module there is nothing
+    /// to compare with, and the module is blamed, as before.
+    async fn input_is_to_blame(&self, serving: &Serving, key: &Arc<str>, snapshot: &Arc<Snapshot>) -> bool {
+        let Some(good) = self.last_good.load_full() else { return false };
+        if good.module.digest == serving.module.digest {
+            return true;
+        }
+        self.sandbox.reconcile(&good.module, key, snapshot).await.is_err()
     }
 
     /// The shadow candidate, if any.
@@ -229,6 +252,17 @@ impl ActivePolicy {
     }
 }
 
+/// Why `reconcile` gave no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The module failed; the failure counts towards a rollback.
+    #[error(transparent)]
+    Module(GuestError),
+    /// The snapshot is what fails (the last good module fails on it too); no rollback.
+    #[error("the policy cannot handle this ReplicaSet's input (the last good module fails on it too): {0}")]
+    Input(GuestError),
+}
+
 /// The serving module as one sync sees it; see the module doc.
 pub struct SyncPolicy<'a> {
     policy: &'a ActivePolicy,
@@ -246,13 +280,23 @@ impl SyncPolicy<'_> {
 
     /// Runs `reconcile` on the serving module; the plan comes back only if it passed the guard
     /// rails. The first plan of a sync is also compared with the shadow candidate's, if any.
-    pub async fn plan(&mut self, snapshot: &Arc<Snapshot>) -> Result<ReconcileOutcome, GuestError> {
+    pub async fn plan(&mut self, snapshot: &Arc<Snapshot>) -> Result<ReconcileOutcome, PlanError> {
         let sandbox = self.policy.sandbox();
-        let result = sandbox.reconcile(&self.serving.module, &self.key, snapshot).await;
-        let outcome = self.account(result.map(|(outcome, stats)| {
-            self.metrics.observe_guest_call(&self.serving.module.digest.short(), "reconcile", &stats);
-            outcome
-        }))?;
+        let outcome = match sandbox.reconcile(&self.serving.module, &self.key, snapshot).await {
+            Ok((outcome, stats)) => {
+                self.metrics.observe_guest_call(&self.serving.module.digest.short(), "reconcile", &stats);
+                self.policy.record_success(&self.serving);
+                outcome
+            }
+            Err(error) if self.policy.input_is_to_blame(&self.serving, &self.key, snapshot).await => {
+                self.metrics.guest_input_failure(&error);
+                return Err(PlanError::Input(error));
+            }
+            Err(error) => {
+                self.module_failed(&error);
+                return Err(PlanError::Module(error));
+            }
+        };
         if !std::mem::replace(&mut self.planned, true) {
             shadow::compare_later(self.policy, &self.key, snapshot, &outcome);
         }
@@ -280,11 +324,78 @@ impl SyncPolicy<'_> {
     fn account<T>(&self, result: Result<T, GuestError>) -> Result<T, GuestError> {
         match &result {
             Ok(_) => self.policy.record_success(&self.serving),
-            Err(error) => {
-                self.metrics.guest_failure(error);
-                self.policy.record_failure(&self.serving, &self.key, error);
-            }
+            Err(error) => self.module_failed(error),
         }
         result
+    }
+
+    /// A failure blamed on the module: counted, and one step closer to a rollback.
+    fn module_failed(&self, error: &GuestError) {
+        self.metrics.guest_failure(error);
+        self.policy.record_failure(&self.serving, &self.key, error);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{contract::Label, embedded::DEFAULT_POLICY, sandbox::SandboxLimits, snapshot::StringTable, testkit};
+
+    /// A policy serving `serving` after `previous` served without failing.
+    fn policy(sandbox: &Sandbox, previous: &[u8], serving: &[u8]) -> (ActivePolicy, Arc<Serving>) {
+        let module = |bytes: &[u8]| Arc::new(sandbox.compile(bytes).unwrap());
+        let policy =
+            ActivePolicy::with_source(sandbox.clone(), Serving::new(module(previous), Source::Embedded), 1, None);
+        let object = Source::Object { namespace: "ns".into(), name: "m".into(), uid: "u".into(), generation: 1 };
+        let serving = Serving::new(module(serving), object);
+        policy.swap(serving.clone());
+        (policy, serving)
+    }
+
+    /// A ReplicaSet of one whose template carries `labels` labels (the guest reads them all).
+    fn snapshot(labels: usize) -> Arc<Snapshot> {
+        let rs = testkit::rs("web").uid("u1").build();
+        let mut strings = StringTable::default();
+        let template = strings.label_map(None);
+        let (mut label_sets, pod_strings) = strings.finish();
+        label_sets[template as usize] =
+            (0..labels).map(|i| Label { key: format!("k{i}"), value: "v".into() }).collect();
+        Arc::new(Snapshot {
+            replica_set: crate::snapshot::replica_set_record(&rs, template),
+            pods: vec![],
+            label_sets,
+            nodes: vec![],
+            pod_strings,
+            expectations_satisfied: true,
+            now: 0,
+            burst_replicas: 500,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failure_the_last_good_module_does_not_share_counts_towards_a_rollback() {
+        let sandbox = Sandbox::new(SandboxLimits::default()).unwrap();
+        let (policy, serving) = policy(&sandbox, DEFAULT_POLICY, test_guests::PANIC);
+        let metrics = Arc::new(Metrics::default());
+        let mut sync = policy.for_sync("default/web", &metrics);
+        assert!(matches!(sync.plan(&snapshot(1)).await, Err(PlanError::Module(_))));
+        assert_eq!(policy.consecutive_failures(), 1);
+        assert!(serving.rollback_requested.load(Ordering::Acquire), "rollback_after is 1");
+    }
+
+    #[tokio::test]
+    async fn a_failure_the_last_good_module_shares_is_blamed_on_the_input() {
+        // So little fuel that a snapshot of many labels is too much for any module.
+        let limits = SandboxLimits { fuel_base: 2_000_000, fuel_per_label: 0, ..SandboxLimits::default() };
+        let sandbox = Sandbox::new(limits).unwrap();
+        let (policy, serving) = policy(&sandbox, DEFAULT_POLICY, test_guests::NEWEST_FIRST);
+        let metrics = Arc::new(Metrics::default());
+        let mut sync = policy.for_sync("default/web", &metrics);
+        assert!(sync.plan(&snapshot(1)).await.unwrap().is_ok(), "a small snapshot fits");
+        let failed = sync.plan(&snapshot(20_000)).await;
+        assert!(matches!(failed, Err(PlanError::Input(ref e)) if e.failure.label() == "out_of_fuel"), "{failed:?}");
+        assert_eq!(policy.consecutive_failures(), 0);
+        assert!(!serving.rollback_requested.load(Ordering::Acquire));
+        assert!(metrics.encode().contains("wasm_replicaset_guest_input_failures_total{"));
     }
 }

@@ -6,6 +6,7 @@
 //! Calls run on tokio's blocking pool, so a slow guest never stalls the runtime, and a semaphore
 //! keeps them within the pooling allocator's instance slots.
 
+mod budget;
 mod error;
 pub mod guard_rails;
 mod module;
@@ -23,6 +24,7 @@ use wasmtime::{
     component::{HasSelf, Linker},
 };
 
+pub use budget::{CallBudget, input_bytes};
 pub use error::{GuestError, GuestFailure, LoadError};
 pub use module::{Digest, PolicyModule};
 
@@ -34,13 +36,19 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Limits applied to every guest call.
 #[derive(Debug, Clone)]
 pub struct SandboxLimits {
-    /// Fuel each call starts with, before the per-pod allowance.
+    /// Fuel each call starts with, before the allowances for what its snapshot carries.
     pub fuel_base: u64,
     /// Extra fuel per candidate pod. Fuel, unlike the deadline, is deterministic: the same
     /// snapshot either always fits its budget or always fails.
     pub fuel_per_pod: u64,
-    /// Cap on a guest's linear memory, in bytes.
+    /// Extra fuel per label of the snapshot's label sets (see [`CallBudget`]).
+    pub fuel_per_label: u64,
+    /// Cap on a guest's linear memory before the allowance for its input, in bytes.
     pub memory_bytes: usize,
+    /// Extra linear memory per byte of input text.
+    pub memory_per_input_byte: usize,
+    /// The largest linear memory any call may get (an instance slot's size).
+    pub memory_max_bytes: usize,
     /// Cap on the wasm stack, in bytes.
     pub max_wasm_stack: usize,
     /// Wall-clock deadline per call (rounded up to 10 ms ticks).
@@ -57,7 +65,10 @@ impl Default for SandboxLimits {
         Self {
             fuel_base: 20_000_000,
             fuel_per_pod: 100_000,
+            fuel_per_label: 2_000,
             memory_bytes: 64 << 20,
+            memory_per_input_byte: 4,
+            memory_max_bytes: 256 << 20,
             max_wasm_stack: 512 << 10,
             deadline: Duration::from_secs(1),
             max_concurrent_calls: 32,
@@ -121,7 +132,7 @@ impl Sandbox {
             .total_core_instances(slots * 4)
             .total_memories(slots)
             .total_tables(slots * 4)
-            .max_memory_size(limits.memory_bytes)
+            .max_memory_size(limits.memory_max_bytes.max(limits.memory_bytes))
             // Keep a small resident prefix so a fresh instance does not fault its stack pages in.
             .linear_memory_keep_resident(512 << 10);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -187,7 +198,7 @@ impl Sandbox {
         key: &str,
         snapshot: &Snapshot,
     ) -> Result<(ReconcileOutcome, CallStats), GuestError> {
-        let budget = self.fuel_budget(snapshot.pods.len());
+        let budget = CallBudget::for_snapshot(&self.inner.limits, snapshot);
         let (outcome, stats) =
             self.call(module, key, budget, |policy, store| policy.call_reconcile(store, snapshot))?;
         let fail = |failure| GuestError { digest: module.digest, failure };
@@ -232,7 +243,7 @@ impl Sandbox {
         message: &str,
         now: i64,
     ) -> Result<ReplicaSetStatus, GuestError> {
-        let budget = self.fuel_budget(0);
+        let budget = CallBudget::base(&self.inner.limits);
         let (status, _) = self.call(module, key, budget, |policy, store| {
             policy.call_status_after_scale_error(store, replica_set, plan_status, message, now)
         })?;
@@ -241,32 +252,27 @@ impl Sandbox {
         Ok(status)
     }
 
-    fn fuel_budget(&self, pods: usize) -> u64 {
-        let limits = &self.inner.limits;
-        limits.fuel_base.saturating_add(limits.fuel_per_pod.saturating_mul(pods as u64))
-    }
-
     /// Instantiates `module` in a fresh store under every limit and runs `f` on it.
     fn call<R>(
         &self,
         module: &PolicyModule,
         key: &str,
-        budget: u64,
+        budget: CallBudget,
         f: impl FnOnce(&ReplicasetPolicy, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<(R, CallStats), GuestError> {
         let limits = &self.inner.limits;
         let _ticking = self.inner.ticker.ticking();
         let started = Instant::now();
-        let state = CallState::new(key, module.digest, limits);
+        let state = CallState::new(key, module.digest, limits, budget.memory);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|state| &mut state.memory);
         let fail = |failure| GuestError { digest: module.digest, failure };
-        store.set_fuel(budget).map_err(|e| fail(GuestFailure::Instantiate(module::one_line(&e))))?;
+        store.set_fuel(budget.fuel).map_err(|e| fail(GuestFailure::Instantiate(module::one_line(&e))))?;
         store.set_epoch_deadline(limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64);
         let result = module.pre.instantiate(&mut store).and_then(|policy| f(&policy, &mut store));
         let state = store.data();
         let stats = CallStats {
-            fuel: budget - store.get_fuel().unwrap_or(0),
+            fuel: budget.fuel - store.get_fuel().unwrap_or(0),
             memory_high_water: state.memory.high_water,
             duration: started.elapsed(),
             logs_dropped: state.log.dropped,
@@ -276,7 +282,7 @@ impl Sandbox {
         }
         match result {
             Ok(value) => Ok((value, stats)),
-            Err(error) => Err(fail(classify(&error, store.data(), budget, limits))),
+            Err(error) => Err(fail(classify(&error, store.data(), budget.fuel, limits))),
         }
     }
 }
@@ -302,9 +308,9 @@ pub struct CallState {
 }
 
 impl CallState {
-    fn new(key: &str, digest: Digest, limits: &SandboxLimits) -> Self {
+    fn new(key: &str, digest: Digest, limits: &SandboxLimits, memory: usize) -> Self {
         Self {
-            memory: MemoryLimiter { limit: limits.memory_bytes, high_water: 0, refused: None },
+            memory: MemoryLimiter { limit: memory, high_water: 0, refused: None },
             log: LogSink {
                 key: key.to_string(),
                 module: digest.short(),
