@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod modules;
 pub mod server;
 pub mod telemetry;
+pub mod token_bucket;
 
 // === Wiring ===
 pub mod run;
