@@ -11,7 +11,6 @@
 //! status reporting, and spawn [`LeaderElector::run`]; sync only while its `leading` channel says
 //! `true`.
 
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -261,10 +260,11 @@ impl LeaderElector {
                 }
                 Attempt::Failed(error) => self.log_failure("acquire", &error),
             }
+            let pause = jitter(self.config.retry_period, JITTER_FACTOR, crate::random::fraction());
             tokio::select! {
                 biased;
                 () = stopped(stop) => return None,
-                () = tokio::time::sleep(jitter(self.config.retry_period, JITTER_FACTOR, random_unit())) => {}
+                () = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -519,13 +519,6 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// client-go's `wait.Jitter`: `period` plus `unit * factor * period`, with `unit` in `[0, 1)`.
 fn jitter(period: Duration, factor: f64, unit: f64) -> Duration {
     period + period.mul_f64(unit.clamp(0.0, 1.0) * factor)
-}
-
-/// A number in `[0, 1)` that differs per call: `RandomState` is randomly keyed per thread and
-/// re-keyed for every instance, which is plenty for spreading out retries.
-fn random_unit() -> f64 {
-    let bits = std::collections::hash_map::RandomState::new().hash_one(0u8);
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 // === pure core ===
@@ -852,12 +845,12 @@ mod tests {
         assert_eq!(jitter(period, JITTER_FACTOR, 0.0), period);
         assert_eq!(jitter(period, JITTER_FACTOR, 0.5), Duration::from_millis(3_200));
         for _ in 0..100 {
-            let unit = random_unit();
+            let unit = crate::random::fraction();
             assert!((0.0..1.0).contains(&unit), "{unit}");
             let d = jitter(period, JITTER_FACTOR, unit);
             assert!(d >= period && d < Duration::from_millis(4_400), "{d:?}");
         }
-        assert_ne!(random_unit(), random_unit());
+        assert_ne!(crate::random::fraction(), crate::random::fraction());
     }
 
     #[tokio::test]

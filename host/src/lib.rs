@@ -34,6 +34,7 @@ pub mod client;
 pub mod leader;
 pub mod metrics;
 pub mod modules;
+pub mod random;
 pub mod server;
 pub mod telemetry;
 pub mod token_bucket;

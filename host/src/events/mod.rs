@@ -27,9 +27,7 @@ mod correlator;
 mod testkit;
 
 use std::{
-    collections::hash_map::RandomState,
     fmt,
-    hash::{BuildHasher as _, Hasher as _},
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicU64, Ordering},
@@ -389,7 +387,8 @@ impl EventWriter {
             }
             // Randomize the first sleep so that various clients won't all be synced up if the
             // apiserver goes down.
-            let delay = if tries == 1 { self.sleep_duration.mul_f64(random_fraction()) } else { self.sleep_duration };
+            let delay =
+                if tries == 1 { self.sleep_duration.mul_f64(crate::random::fraction()) } else { self.sleep_duration };
             // `changed` fails at once, and forever, when the last recorder is gone.
             let shut_down = tokio::select! {
                 () = tokio::time::sleep(delay) => false,
@@ -478,18 +477,6 @@ fn event_name(event: &Event) -> &str {
     str_of(event.metadata.name.as_ref())
 }
 
-/// A random number in `[0, 1)`, from std's randomly keyed hasher (no `rand` dependency needed).
-fn random_fraction() -> f64 {
-    // 53 random bits fill an f64 mantissa exactly.
-    #[allow(clippy::cast_precision_loss)] // 2^53 is exact in f64
-    let fraction = (random_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    fraction
-}
-
-fn random_u64() -> u64 {
-    RandomState::new().build_hasher().finish()
-}
-
 // === Building Events ===
 
 /// `recorderImpl.makeEvent` plus what `generateEvent` sets: a new Event with count 1 stamped `now`.
@@ -528,7 +515,7 @@ fn make_event(
 /// DNS subdomain (an object name can be valid for its kind but not for an Event; issues.k8s.io/127594).
 fn generate_event_name(name: &str, now: Timestamp) -> String {
     let candidate = format!("{name}.{}", go_hex(crate::time::timestamp_nanos(now)));
-    if is_dns1123_subdomain(&candidate) { candidate } else { random_uuid() }
+    if is_dns1123_subdomain(&candidate) { candidate } else { crate::random::uuid_v4() }
 }
 
 /// Go's `%x` of an int64: lowercase hex with a leading `-` for negatives (not two's complement).
@@ -544,22 +531,6 @@ fn is_dns1123_subdomain(value: &str) -> bool {
         label.starts_with(alnum) && label.ends_with(alnum) && label.chars().all(|c| alnum(c) || c == '-')
     };
     value.len() <= 253 && value.split('.').all(label_ok)
-}
-
-/// A random version-4 UUID, as `uuid.New().String()` makes.
-fn random_uuid() -> String {
-    let (high, low) = (random_u64(), random_u64());
-    // Version 4 in the 13th hex digit, variant 10xx in the 17th.
-    let high = (high & !0xf000) | 0x4000;
-    let low = (low & !(0xc000 << 48)) | (0x8000 << 48);
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        high >> 32,
-        (high >> 16) & 0xffff,
-        high & 0xffff,
-        low >> 48,
-        low & 0xffff_ffff_ffff
-    )
 }
 
 fn str_of(value: Option<&String>) -> &str {
