@@ -8,7 +8,10 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
 };
 
-use super::{CorrelatorOptions, go_hex, str_of};
+use super::{
+    CorrelatorOptions,
+    make::{go_hex, str_of},
+};
 use crate::{time::timestamp_nanos, token_bucket::TokenBucket};
 
 /// Prefix of an aggregated Event's message (`EventAggregatorByReasonMessageFunc`).
@@ -359,7 +362,8 @@ mod tests {
 
     use super::*;
     use crate::events::{
-        EventType, make_event,
+        EventType,
+        make::make_event,
         testkit::{COMPONENT, event_at, rs_ref, t0},
     };
 
