@@ -1,10 +1,10 @@
 //! Client-side QPS/burst throttling for `kube::Client`, ported from client-go's token-bucket rate limiter.
 //!
 //! client-go gives every REST client a `flowcontrol.NewTokenBucketRateLimiter(qps, burst)`, which is
-//! `golang.org/x/time/rate.Limiter.Wait`: a bucket that starts full with `burst` tokens, refills
-//! continuously at `qps` tokens per second up to `burst`, and lets each request take one token or wait
-//! exactly until its token is due. Because every waiter *reserves* its token before sleeping, waiters
-//! are served in arrival order.
+//! `golang.org/x/time/rate.Limiter.Wait` (ported once, in [`crate::token_bucket`]): a bucket that
+//! starts full with `burst` tokens, refills continuously at `qps` tokens per second up to `burst`, and
+//! lets each request take one token or wait exactly until its token is due. Because every waiter
+//! *reserves* its token before sleeping, waiters are served in arrival order.
 //!
 //! [`ThrottleLayer`] is that limiter as a tower [`Layer`]. [`Throttle`] waits inside `poll_ready`
 //! with a stored sleep, which is the tower-idiomatic shape and needs no `Clone` on the inner service
@@ -38,6 +38,8 @@ use std::{
 
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
+
+use crate::token_bucket::TokenBucket;
 
 /// A throttled wait longer than this is logged at debug level, like client-go's `longThrottleLatency`.
 const LONG_THROTTLE_LATENCY: Duration = Duration::from_millis(50);
@@ -137,7 +139,7 @@ fn http2_client_builder(config: kube::Config) -> Result<kube::client::ClientBuil
 #[derive(Clone, Debug)]
 pub struct ThrottleLayer {
     /// `None` means unlimited.
-    bucket: Option<Arc<Mutex<TokenBucket>>>,
+    bucket: Option<Arc<Mutex<TokenBucket<Instant>>>>,
     stats: RequestStats,
 }
 
@@ -148,7 +150,9 @@ impl ThrottleLayer {
     #[must_use]
     pub fn new(qps: f32, burst: u32) -> Self {
         // NaN, infinity and non-positive rates all mean "never wait": x/time/rate's `Inf` ignores burst.
-        let bucket = (qps.is_finite() && qps > 0.0).then(|| Arc::new(Mutex::new(TokenBucket::new(qps, burst.max(1)))));
+        // `rate.NewLimiter(rate.Limit(qps), burst)`: Go widens the float32 qps to a float64.
+        let bucket = (qps.is_finite() && qps > 0.0)
+            .then(|| Arc::new(Mutex::new(TokenBucket::new(f64::from(qps), burst.max(1)))));
         Self { bucket, stats: RequestStats::default() }
     }
 
@@ -181,7 +185,7 @@ impl<S> Layer<S> for ThrottleLayer {
 #[derive(Debug)]
 pub struct Throttle<S> {
     inner: S,
-    bucket: Option<Arc<Mutex<TokenBucket>>>,
+    bucket: Option<Arc<Mutex<TokenBucket<Instant>>>>,
     stats: RequestStats,
     state: State,
 }
@@ -214,7 +218,8 @@ where
                         continue;
                     };
                     let now = Instant::now();
-                    let delay = lock(bucket).reserve(now);
+                    // `Limiter.Wait` without a deadline: reserve the token, in debt if need be.
+                    let delay = lock(bucket).delay(now);
                     if delay.is_zero() {
                         self.state = State::Permitted;
                     } else {
@@ -255,7 +260,7 @@ fn is_watch<B>(request: &http::Request<B>) -> bool {
 }
 
 /// Locks `bucket`, ignoring poisoning: the bucket is a few floats that no panic can leave half-updated.
-fn lock(bucket: &Mutex<TokenBucket>) -> std::sync::MutexGuard<'_, TokenBucket> {
+fn lock(bucket: &Mutex<TokenBucket<Instant>>) -> std::sync::MutexGuard<'_, TokenBucket<Instant>> {
     bucket.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -316,59 +321,6 @@ impl RequestStats {
         if delay > LONG_THROTTLE_LATENCY {
             tracing::debug!(?delay, "Waited before sending request: client-side throttling");
         }
-    }
-}
-
-// === impl TokenBucket ===
-
-/// The part of x/time/rate's `Limiter` that `Wait` for one token uses (`reserveN`, `advance`).
-///
-/// Tokens may go negative: a waiter reserves a token that is not there yet, and the deficit tells
-/// the next waiter how much later its own token is due. That is what serves waiters in order.
-#[derive(Debug)]
-struct TokenBucket {
-    /// Refill rate in tokens per second (`rate.Limit`, a float64 made from client-go's float32).
-    limit: f64,
-    burst: f64,
-    tokens: f64,
-    /// When `tokens` was last updated; `None` before the first request, when the bucket is full.
-    last: Option<Instant>,
-}
-
-impl TokenBucket {
-    /// `rate.NewLimiter(rate.Limit(qps), burst)`: starts full.
-    fn new(qps: f32, burst: u32) -> Self {
-        Self { limit: f64::from(qps), burst: f64::from(burst), tokens: f64::from(burst), last: None }
-    }
-
-    /// `Limiter.advance`: the tokens at `now`, refilled since `last` and capped at `burst`.
-    fn advance(&self, now: Instant) -> f64 {
-        // A `now` before `last` counts as no time passing, as in Go.
-        let elapsed = self.last.map_or(Duration::MAX, |last| now.saturating_duration_since(last));
-        (self.tokens + elapsed.as_secs_f64() * self.limit).min(self.burst)
-    }
-
-    /// `Limiter.reserveN(now, 1, InfDuration)`: takes one token, returning how long to wait for it.
-    fn reserve(&mut self, now: Instant) -> Duration {
-        let tokens = self.advance(now) - 1.0;
-        self.last = Some(now);
-        self.tokens = tokens;
-        if tokens < 0.0 { self.duration_from_tokens(-tokens) } else { Duration::ZERO }
-    }
-
-    /// Gives back the token of a request that turned out to be exempt (a watch).
-    fn refund(&mut self, now: Instant) {
-        self.tokens = (self.advance(now) + 1.0).min(self.burst);
-        self.last = Some(now);
-    }
-
-    /// `Limit.durationFromTokens`, truncated to whole nanoseconds as Go's `time.Duration(float)` is.
-    fn duration_from_tokens(&self, tokens: f64) -> Duration {
-        let nanos = tokens / self.limit * 1e9;
-        // `as` saturates: a deficit too large for u64 nanoseconds waits "forever", like Go's InfDuration.
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        // truncation is Go's semantics
-        Duration::from_nanos(nanos as u64)
     }
 }
 

@@ -34,8 +34,10 @@ pub mod client;
 pub mod leader;
 pub mod metrics;
 pub mod modules;
+pub mod random;
 pub mod server;
 pub mod telemetry;
+pub mod token_bucket;
 
 // === Wiring ===
 pub mod run;

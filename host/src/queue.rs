@@ -25,6 +25,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
 
+use crate::token_bucket::TokenBucket;
+
 /// Settings of the rate limiter behind [`WorkQueue::add_rate_limited`].
 ///
 /// [`Default`] is client-go's `DefaultControllerRateLimiter`: the max of a per-item exponential
@@ -36,9 +38,11 @@ pub struct RateLimiterConfig {
     pub base_delay: Duration,
     /// Upper bound of the per-key backoff.
     pub max_delay: Duration,
-    /// Token bucket refill rate in tokens per second; must be positive.
+    /// Token bucket refill rate in tokens per second. At 0 or less the bucket never refills, so
+    /// once `burst` is spent every rate-limited add waits "forever", as in x/time/rate.
     pub qps: f64,
-    /// Token bucket size (tokens available at once); must be at least 1.
+    /// Token bucket size (tokens available at once). At 0 every rate-limited add waits "forever",
+    /// as x/time/rate's `Reserve().Delay()` does for a request larger than the burst.
     pub burst: u32,
 }
 
@@ -57,25 +61,6 @@ impl RateLimiterConfig {
         // overflowing.
         let backoff = self.base_delay.as_nanos() as f64 * 2f64.powi(exp);
         if backoff > self.max_delay.as_nanos() as f64 { self.max_delay } else { Duration::from_nanos(backoff as u64) }
-    }
-}
-
-/// `golang.org/x/time/rate.Limiter` as client-go's `BucketRateLimiter` uses it:
-/// `Reserve().Delay()`.
-#[derive(Debug, Default)]
-struct TokenBucket {
-    tokens: f64,
-    last: Option<Instant>,
-}
-
-impl TokenBucket {
-    /// Takes one token, going into debt if there is none, and returns how long the caller must wait
-    /// for it.
-    fn reserve(&mut self, config: &RateLimiterConfig, now: Instant) -> Duration {
-        let elapsed = self.last.map_or(Duration::ZERO, |last| now.saturating_duration_since(last));
-        let tokens = (self.tokens + elapsed.as_secs_f64() * config.qps).min(f64::from(config.burst)) - 1.0;
-        (self.tokens, self.last) = (tokens, Some(now));
-        if tokens < 0.0 { Duration::from_nanos((1e9 * (-tokens / config.qps)) as u64) } else { Duration::ZERO }
     }
 }
 
@@ -107,7 +92,7 @@ pub struct QueueStats {
 /// An entry of the waiting heap: ready time, insertion order (FIFO among equal times), key.
 type Waiting = Reverse<(Instant, u64, String)>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     /// Order in which keys are handed out. Every key here is dirty and not processing.
     queue: VecDeque<String>,
@@ -125,8 +110,8 @@ struct State {
     next_seq: u64,
     /// Rate-limited adds per key since it was last forgotten.
     failures: HashMap<String, u32>,
-    /// The rate limiter's shared token bucket.
-    bucket: TokenBucket,
+    /// The rate limiter's shared token bucket (client-go's `BucketRateLimiter`).
+    bucket: TokenBucket<Instant>,
     /// Set by either shutdown: adds are ignored and `get` ends once the queue is empty.
     shutting_down: bool,
     /// Set by `shut_down_with_drain`, cleared by `shut_down`: the drain waits while it holds.
@@ -136,6 +121,24 @@ struct State {
 }
 
 impl State {
+    fn new(bucket: TokenBucket<Instant>) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            dirty: HashSet::new(),
+            processing: HashMap::new(),
+            add_times: HashMap::new(),
+            waiting: BinaryHeap::new(),
+            ready_at: HashMap::new(),
+            next_seq: 0,
+            failures: HashMap::new(),
+            bucket,
+            shutting_down: false,
+            drain: false,
+            adds_total: 0,
+            retries_total: 0,
+        }
+    }
+
     /// client-go `Add`; returns whether a key was queued (so a getter must be woken).
     fn add(&mut self, key: &str, now: Instant) -> bool {
         if self.shutting_down || self.dirty.contains(key) {
@@ -229,11 +232,8 @@ impl WorkQueue {
 
     /// A queue whose [`add_rate_limited`](Self::add_rate_limited) uses `config`.
     pub fn with_rate_limiter(config: RateLimiterConfig) -> Self {
-        let state = State {
-            // x/time/rate starts with a full bucket.
-            bucket: TokenBucket { tokens: f64::from(config.burst), last: None },
-            ..State::default()
-        };
+        // client-go's `BucketRateLimiter{Limiter: rate.NewLimiter(qps, burst)}`: starts full.
+        let state = State::new(TokenBucket::new(config.qps, config.burst));
         Self { inner: Arc::new(Inner { state: Mutex::new(state), changed: Notify::new(), config }) }
     }
 
@@ -284,7 +284,8 @@ impl WorkQueue {
         let failures = state.failures.entry(key.to_owned()).or_insert(0);
         let backoff = config.backoff(*failures);
         *failures = failures.saturating_add(1);
-        let delay = backoff.max(state.bucket.reserve(&config, now));
+        // `BucketRateLimiter.When` is `Reserve().Delay()`: every call takes a token, in debt if need be.
+        let delay = backoff.max(state.bucket.delay(now));
         let changed = state.add_after(key, delay, now);
         drop(state);
         self.wake_if(changed);

@@ -400,14 +400,9 @@ fn hostname() -> String {
         .unwrap_or_else(|| "host".into())
 }
 
-/// A random suffix so two processes on one host never share an identity.
+/// A random suffix (16 hex digits) so two processes on one host never share an identity.
 fn uuid_like() -> String {
-    let mut bytes = [0u8; 8];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut bytes);
-    }
-    hex::encode(bytes)
+    format!("{:016x}", crate::random::u64())
 }
 
 /// Runs the controller until SIGINT or SIGTERM.

@@ -8,8 +8,11 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time},
 };
 
-use super::{CorrelatorOptions, go_hex, str_of};
-use crate::time::timestamp_nanos;
+use super::{
+    CorrelatorOptions,
+    make::{go_hex, str_of},
+};
+use crate::{time::timestamp_nanos, token_bucket::TokenBucket};
 
 /// Prefix of an aggregated Event's message (`EventAggregatorByReasonMessageFunc`).
 const AGGREGATE_MESSAGE_PREFIX: &str = "(combined from similar events): ";
@@ -281,8 +284,9 @@ fn observe_patch(event: &Event) -> serde_json::Value {
 /// `EventSourceObjectSpamFilter`: one token bucket per spam key.
 #[derive(Debug)]
 struct SpamFilter {
-    cache: Lru<SpamBucket>,
+    cache: Lru<TokenBucket<Timestamp>>,
     burst: u32,
+    /// Events per second, a float32 as in Go (so 1/300 is 0.0033333334 once widened).
     qps: f32,
 }
 
@@ -290,50 +294,14 @@ impl SpamFilter {
     /// `Filter`: true when `event` must be skipped.
     fn filter(&mut self, event: &Event, now: Timestamp) -> bool {
         let key = spam_key(event);
-        // A key evicted from the LRU comes back with a full bucket, as in Go.
-        let mut bucket = self.cache.get(&key).cloned().unwrap_or_else(|| SpamBucket::new(self.qps, self.burst));
-        let skip = !bucket.try_accept(now);
+        // A key evicted from the LRU comes back with a full bucket, as in Go
+        // (`NewTokenBucketPassiveRateLimiterWithClock`).
+        let mut bucket =
+            self.cache.get(&key).cloned().unwrap_or_else(|| TokenBucket::new(f64::from(self.qps), self.burst));
+        // `TryAccept` is `AllowN(now, 1)`: a token now or never, no debt.
+        let skip = !bucket.allow(now);
         self.cache.add(key, bucket);
         skip
-    }
-}
-
-/// x/time/rate's `Limiter` as `TokenBucketPassiveRateLimiter.TryAccept` uses it (`AllowN(now, 1)`).
-#[derive(Clone, Debug)]
-struct SpamBucket {
-    /// Tokens per second: Go widens the float32 qps to float64 (so 1/300 is 0.0033333334).
-    limit: f64,
-    burst: u32,
-    tokens: f64,
-    /// `None` until the first Event: the bucket starts full.
-    last: Option<Timestamp>,
-}
-
-impl SpamBucket {
-    fn new(qps: f32, burst: u32) -> Self {
-        Self { limit: f64::from(qps), burst, tokens: f64::from(burst), last: None }
-    }
-
-    /// `reserveN(now, 1, 0).ok`: takes a token if one is there now.
-    fn try_accept(&mut self, now: Timestamp) -> bool {
-        // `advance`: refill since `last`, capped at burst; a clock going backwards refills nothing.
-        let refilled = match self.last {
-            None => f64::from(self.burst),
-            Some(last) if self.limit > 0.0 => {
-                let elapsed = now.duration_since(last).max(SignedDuration::ZERO);
-                (self.tokens + elapsed.as_secs_f64() * self.limit).min(f64::from(self.burst))
-            }
-            Some(_) => self.tokens,
-        };
-        let tokens = refilled - 1.0;
-        // The wait Go computes is truncated to whole nanoseconds: a deficit worth under 1 ns passes.
-        let wait_is_zero = tokens >= 0.0 || (self.limit > 0.0 && -tokens / self.limit * 1e9 < 1.0);
-        let ok = self.burst >= 1 && wait_is_zero;
-        if ok {
-            self.last = Some(now);
-            self.tokens = tokens;
-        }
-        ok
     }
 }
 
@@ -394,7 +362,8 @@ mod tests {
 
     use super::*;
     use crate::events::{
-        EventType, make_event,
+        EventType,
+        make::make_event,
         testkit::{COMPONENT, event_at, rs_ref, t0},
     };
 

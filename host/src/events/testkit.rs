@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
 
-use super::{EventType, make_event};
+use super::{EventType, make::make_event};
 
 pub(super) const COMPONENT: &str = "replicaset-controller";
 
