@@ -51,6 +51,7 @@ pub mod pki;
 pub mod pods;
 pub mod ports;
 pub mod process;
+mod serving;
 pub mod shared;
 pub mod wait;
 pub mod workdir;
