@@ -1,4 +1,4 @@
-//! Locating the control-plane binaries: `$KUBEBUILDER_ASSETS`, else the cache dir that `tests/controlplane/build.sh` fills.
+//! Locating the control-plane binaries (and the live cluster's kube-scheduler, kwok and kwok's stage files): `$KUBEBUILDER_ASSETS`, else the cache dir that `tests/controlplane/build.sh` fills.
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +30,8 @@ pub fn default_bin_dir() -> PathBuf {
 }
 
 /// Paths of the control-plane binaries: etcd and kube-apiserver from one directory;
-/// kube-controller-manager and kubectl from it too if present, else from a fallback directory.
+/// kube-controller-manager, kubectl, kube-scheduler, kwok and `kwok-stages/` from it too if
+/// present, else from a fallback directory.
 #[derive(Debug, Clone)]
 pub struct Binaries {
     dir: PathBuf,
@@ -39,7 +40,7 @@ pub struct Binaries {
 
 impl Binaries {
     /// Binaries in [`default_bin_dir`]. With `$KUBEBUILDER_ASSETS` set (envtest assets have no
-    /// kube-controller-manager), kube-controller-manager and kubectl fall back to
+    /// kube-controller-manager), everything but etcd and kube-apiserver falls back to
     /// [`cache_bin_dir`].
     pub fn locate() -> Self {
         let dir = default_bin_dir();
@@ -54,10 +55,15 @@ impl Binaries {
     }
 
     fn get_or_fallback(&self, name: &str) -> Result<PathBuf> {
-        match (self.get(name), &self.fallback) {
+        self.with_fallback(|binaries| binaries.get(name))
+    }
+
+    /// `find` in [`Binaries::dir`], else in the fallback directory; the error names the first.
+    fn with_fallback(&self, find: impl Fn(&Self) -> Result<PathBuf>) -> Result<PathBuf> {
+        match (find(self), &self.fallback) {
             (Ok(path), _) => Ok(path),
             (Err(e), None) => Err(e),
-            (Err(e), Some(fallback)) => Self::in_dir(fallback).get(name).map_err(|_| e),
+            (Err(e), Some(fallback)) => find(&Self::in_dir(fallback)).map_err(|_| e),
         }
     }
 
@@ -104,7 +110,41 @@ impl Binaries {
     pub fn kubectl(&self) -> Result<PathBuf> {
         self.get_or_fallback("kubectl")
     }
+
+    /// `kube-scheduler` (from the fallback directory if not in [`Binaries::dir`]).
+    pub fn kube_scheduler(&self) -> Result<PathBuf> {
+        self.get_or_fallback("kube-scheduler")
+    }
+
+    /// `kwok`, the fake kubelet (from the fallback directory if not in [`Binaries::dir`]).
+    pub fn kwok(&self) -> Result<PathBuf> {
+        self.get_or_fallback("kwok")
+    }
+
+    /// `kwok-stages/`: kwok's own Stage files (kwok has none built in), from the same directory
+    /// as [`Binaries::kwok`]; e.g. `node/fast/node-initialize.yaml`.
+    pub fn kwok_stages(&self) -> Result<PathBuf> {
+        self.with_fallback(Self::stage_dir)
+    }
+
+    fn stage_dir(&self) -> Result<PathBuf> {
+        let path = self.dir.join(KWOK_STAGES);
+        if path.join(KWOK_NODE_INITIALIZE).is_file() {
+            return Ok(path);
+        }
+        bail!(
+            "{KWOK_STAGES}/{KWOK_NODE_INITIALIZE} not found in {}; build the control plane with \
+             `tests/controlplane/build.sh`",
+            self.dir.display()
+        )
+    }
 }
+
+/// The directory, beside the binaries, that holds kwok's Stage files.
+const KWOK_STAGES: &str = "kwok-stages";
+
+/// kwok's stage that makes a fake node Ready, relative to [`Binaries::kwok_stages`].
+pub const KWOK_NODE_INITIALIZE: &str = "node/fast/node-initialize.yaml";
 
 #[cfg(test)]
 mod tests {
@@ -137,6 +177,35 @@ mod tests {
         assert!(kcm.contains(&assets.display().to_string()), "{kcm}");
         let not_exec = Binaries::in_dir(&cache).get("not-executable").unwrap_err();
         assert!(not_exec.to_string().ends_with("is not executable"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_live_cluster_binaries_and_kwok_stages_fall_back_or_name_the_build_script() {
+        let root = std::env::temp_dir().join(format!("harness-binaries-live-test-{}", std::process::id()));
+        let (assets, cache) = (root.join("assets"), root.join("cache"));
+        std::fs::create_dir_all(&assets).unwrap();
+        std::fs::create_dir_all(cache.join(KWOK_STAGES).join("node/fast")).unwrap();
+        std::fs::write(cache.join(KWOK_STAGES).join(KWOK_NODE_INITIALIZE), "kind: Stage\n").unwrap();
+        let kwok = cache.join("kwok");
+        std::fs::write(&kwok, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&kwok, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+        let binaries = Binaries { dir: assets.clone(), fallback: Some(cache.clone()) };
+        assert_eq!(binaries.kwok().unwrap(), kwok);
+        assert_eq!(binaries.kwok_stages().unwrap(), cache.join(KWOK_STAGES));
+        let scheduler = binaries.kube_scheduler().unwrap_err().to_string();
+        assert_eq!(
+            scheduler,
+            format!(
+                "kube-scheduler not found in {}; build the control plane with `tests/controlplane/build.sh`",
+                assets.display()
+            )
+        );
+        let stages = Binaries::in_dir(&assets).kwok_stages().unwrap_err().to_string();
+        assert!(!stages.contains('\n'), "one line: {stages}");
+        assert!(stages.contains(&assets.display().to_string()), "{stages}");
+        assert!(stages.ends_with("build the control plane with `tests/controlplane/build.sh`"), "{stages}");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -11,7 +11,7 @@ use host::{
 };
 use k8s_openapi::api::apps::v1::ReplicaSet;
 
-use crate::TestNamespace;
+use crate::{ControlPlane, TestNamespace};
 
 #[derive(Parser)]
 struct Flags {
@@ -22,7 +22,16 @@ struct Flags {
 /// Starts the host's controller (embedded policy) on the shared control plane, watching only
 /// `ns`; `flags` are extra `host run` flags. Stop it with [`Controller::shutdown`].
 pub async fn start_controller(ns: &TestNamespace, flags: &[&str]) -> Result<Controller> {
-    let kubeconfig = crate::shared().await?.kubeconfig_path().display().to_string();
+    start_controller_on(crate::shared().await?, ns, flags).await
+}
+
+/// [`start_controller`] on `control_plane` (e.g. a live cluster's) instead of the shared one.
+pub async fn start_controller_on(
+    control_plane: &ControlPlane,
+    ns: &TestNamespace,
+    flags: &[&str],
+) -> Result<Controller> {
+    let kubeconfig = control_plane.kubeconfig_path().display().to_string();
     // One replica per test: no leader election; an ephemeral port for the HTTP endpoints.
     let mut argv = vec![
         "host",

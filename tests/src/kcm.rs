@@ -1,20 +1,26 @@
-//! kube-controller-manager running only the upstream ReplicaSet controller against a harness control plane: the reference for differential tests and benchmarks.
+//! kube-controller-manager against a harness control plane with a chosen list of controllers: by default only the upstream ReplicaSet controller (the reference for differential tests and benchmarks); the live cluster runs node lifecycle and pod garbage collection instead.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::controlplane::{ControlPlane, admin_credentials};
-use crate::kubeconfig;
-use crate::pki::write_file;
-use crate::ports::free_port;
+use crate::controlplane::ControlPlane;
 use crate::process::{DEFAULT_GRACE, ManagedProcess};
+use crate::serving::{SecureServing, port_clash, retry_port_clashes};
 use crate::workdir::WorkDir;
 
-/// How kube-controller-manager is started. The defaults are KCM's own defaults.
+/// The upstream ReplicaSet controller's name in `--controllers`.
+pub const REPLICASET_CONTROLLER: &str = "replicaset-controller";
+
+/// How kube-controller-manager is started. The defaults are KCM's own defaults, except the
+/// controller list.
 #[derive(Debug, Clone)]
 pub struct KcmOptions {
+    /// `--controllers`: the controllers to run, by the names `kube-controller-manager --help`
+    /// lists (e.g. `node-lifecycle-controller`; not aliases such as `replicaset`, which the
+    /// health check would not find). Default: [`REPLICASET_CONTROLLER`] only.
+    pub controllers: Vec<String>,
     /// `--concurrent-replicaset-syncs` (KCM default 5).
     pub concurrent_replicaset_syncs: u32,
     /// `--kube-api-qps` (KCM default 20).
@@ -32,6 +38,7 @@ pub struct KcmOptions {
 impl Default for KcmOptions {
     fn default() -> Self {
         Self {
+            controllers: vec![REPLICASET_CONTROLLER.to_string()],
             concurrent_replicaset_syncs: 5,
             kube_api_qps: 20.0,
             kube_api_burst: 30,
@@ -42,40 +49,30 @@ impl Default for KcmOptions {
     }
 }
 
-/// A running kube-controller-manager limited to `replicaset-controller`. Stopped by
-/// [`KubeControllerManager::stop`], on drop, or at process exit.
+/// A running kube-controller-manager limited to the controllers of [`KcmOptions::controllers`].
+/// Stopped by [`KubeControllerManager::stop`], on drop, or at process exit.
 #[derive(Debug)]
 pub struct KubeControllerManager {
     // Field order matters for drop: the process before its directory.
     process: ManagedProcess,
-    port: Option<u16>,
-    https: Option<kube::Config>,
+    serving: Option<SecureServing>,
+    controllers: Vec<String>,
     dir: WorkDir,
 }
 
 const POLL: Duration = Duration::from_millis(50);
-const MAX_LAUNCH_ATTEMPTS: u32 = 3;
 
 impl KubeControllerManager {
     /// Starts kube-controller-manager with the admin kubeconfig of `control_plane`:
-    /// `--controllers=replicaset-controller --leader-elect=false
+    /// `--controllers=<options.controllers> --leader-elect=false
     /// --use-service-account-credentials=false`, the QPS/burst/concurrency of `options`, and (if
     /// `options.secure_port`) HTTPS on a free 127.0.0.1 port with a certificate from the control
     /// plane's CA and `--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics`.
-    /// Returns once the `replicaset-controller` health check passes (with a secure port) and the
-    /// log shows the controller's informer caches synced, so work submitted afterwards is seen.
+    /// Returns once every controller's health check passes (with a secure port) and, if the
+    /// ReplicaSet controller runs, the log shows its informer caches synced, so work submitted
+    /// afterwards is seen.
     pub async fn start(control_plane: &ControlPlane, options: KcmOptions) -> Result<Self> {
-        let mut attempt = 1;
-        loop {
-            match Self::launch(control_plane, &options).await {
-                Err((e, true)) if attempt < MAX_LAUNCH_ATTEMPTS => {
-                    tracing::warn!("kube-controller-manager port clash, retrying: {e:#}");
-                    attempt += 1;
-                }
-                Err((e, _)) => return Err(e),
-                Ok(kcm) => return Ok(kcm),
-            }
-        }
+        retry_port_clashes("kube-controller-manager", || Self::launch(control_plane, &options)).await
     }
 
     /// One attempt; on failure also says whether the port was taken (worth retrying).
@@ -87,7 +84,7 @@ impl KubeControllerManager {
         match kcm.wait_started(Instant::now() + options.startup_timeout).await {
             Ok(()) => Ok(kcm),
             Err(e) => {
-                let clash = kcm.process.log_tail(200).contains("address already in use");
+                let clash = port_clash(&kcm.process);
                 Err((e, clash))
             }
         }
@@ -98,39 +95,21 @@ impl KubeControllerManager {
         let dir = WorkDir::create("kcm")?;
         let mut args = vec![
             format!("--kubeconfig={}", control_plane.kubeconfig_path().display()),
-            "--controllers=replicaset-controller".to_string(),
+            format!("--controllers={}", options.controllers.join(",")),
             "--leader-elect=false".to_string(),
             "--use-service-account-credentials=false".to_string(),
             format!("--concurrent-replicaset-syncs={}", options.concurrent_replicaset_syncs),
             format!("--kube-api-qps={}", options.kube_api_qps),
             format!("--kube-api-burst={}", options.kube_api_burst),
         ];
-        let (port, https) = if options.secure_port {
-            let port = free_port()?;
-            let serving = control_plane.pki().serving_cert("kube-controller-manager")?;
-            let cert = dir.path().join("kcm.crt");
-            let key = dir.path().join("kcm.key");
-            write_file(&cert, &serving.cert_pem, false)?;
-            write_file(&key, &serving.key_pem, true)?;
-            args.extend([
-                format!("--secure-port={port}"),
-                "--bind-address=127.0.0.1".to_string(),
-                format!("--tls-cert-file={}", cert.display()),
-                format!("--tls-private-key-file={}", key.display()),
-                format!("--cert-dir={}", dir.path().display()),
-                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics".to_string(),
-            ]);
-            let config = kubeconfig::config_from_value(kubeconfig::kubeconfig_value(
-                &format!("https://127.0.0.1:{port}"),
-                control_plane.ca_pem(),
-                &admin_credentials(control_plane.pki()),
-                "default",
-            ))
-            .await?;
-            (Some(port), Some(config))
+        let serving = if options.secure_port {
+            let (serving, serving_args) =
+                SecureServing::new(control_plane, "kube-controller-manager", dir.path()).await?;
+            args.extend(serving_args);
+            Some(serving)
         } else {
             args.push("--secure-port=0".to_string());
-            (None, None)
+            None
         };
         args.extend(options.extra_args.iter().cloned());
         let process = ManagedProcess::spawn(
@@ -139,12 +118,13 @@ impl KubeControllerManager {
             &args,
             &dir.path().join("kube-controller-manager.log"),
         )?;
-        Ok(Self { process, port, https, dir })
+        Ok(Self { process, serving, controllers: options.controllers.clone(), dir })
     }
 
     async fn wait_started(&self, deadline: Instant) -> Result<()> {
         let mut last = String::from("no answer yet");
-        let mut healthy = self.https.is_none();
+        let mut healthy = self.serving.is_none();
+        let runs_replicaset = self.controllers.iter().any(|c| c == REPLICASET_CONTROLLER);
         loop {
             if self.process.exit_status().is_some() {
                 return Err(self.process.error_with_log("exited during startup"));
@@ -153,37 +133,37 @@ impl KubeControllerManager {
                 // Per-check paths like /healthz/replicaset-controller are not always-allowed (only
                 // the exact paths are), but the verbose listing of /healthz is.
                 match self.get("/healthz?verbose").await {
-                    Ok(body) if body.contains("[+]replicaset-controller ok") => healthy = true,
+                    Ok(body) if all_controllers_healthy(&body, &self.controllers) => healthy = true,
                     Ok(body) => last = body,
                     Err(e) => last = format!("{e:#}"),
                 }
             }
             if healthy {
-                if replicaset_caches_synced(&self.process.log_tail(2000)) {
+                if !runs_replicaset || replicaset_caches_synced(&self.process.log_tail(2000)) {
                     return Ok(());
                 }
                 last = "the replicaset controller's caches are not synced yet".to_string();
             }
             if Instant::now() >= deadline {
-                return Err(self
-                    .process
-                    .error_with_log(&format!("replicaset-controller not ready in time (last: {})", last.trim())));
+                return Err(self.process.error_with_log(&format!(
+                    "{} not ready in time (last: {})",
+                    self.controllers.join(","),
+                    last.trim()
+                )));
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
-    async fn get(&self, path: &str) -> Result<String> {
-        let config = self
-            .https
-            .clone()
-            .context("kube-controller-manager was started without a secure port (KcmOptions::secure_port)")?;
-        let client = kube::Client::try_from(config).context("building an HTTPS client for KCM")?;
-        let request = http::Request::get(path).body(Vec::new()).context("building a request")?;
-        tokio::time::timeout(Duration::from_secs(5), client.request_text(request))
+    /// `GET path` on KCM's HTTPS port: one of the always-allowed paths (`/healthz`, `/readyz`,
+    /// `/livez`, `/metrics`, with queries such as `?verbose`). Needs a secure port; call inside a
+    /// tokio runtime.
+    pub async fn get(&self, path: &str) -> Result<String> {
+        self.serving
+            .as_ref()
+            .context("kube-controller-manager was started without a secure port (KcmOptions::secure_port)")?
+            .get("kube-controller-manager", path)
             .await
-            .with_context(|| format!("GET {path} on kube-controller-manager timed out"))?
-            .with_context(|| format!("GET {path} on kube-controller-manager"))
     }
 
     /// The Prometheus text of KCM's `/metrics` (e.g. `workqueue_*{name="replicaset"}`). Needs a
@@ -199,7 +179,12 @@ impl KubeControllerManager {
 
     /// The HTTPS port, if started with one.
     pub fn port(&self) -> Option<u16> {
-        self.port
+        self.serving.as_ref().map(SecureServing::port)
+    }
+
+    /// The controllers it runs (`--controllers`).
+    pub fn controllers(&self) -> &[String] {
+        &self.controllers
     }
 
     /// The file receiving KCM's stdout and stderr.
@@ -227,11 +212,16 @@ impl Drop for KubeControllerManager {
 }
 
 impl ControlPlane {
-    /// Starts kube-controller-manager (ReplicaSet controller only) against this control plane; see
-    /// [`KubeControllerManager::start`].
+    /// Starts kube-controller-manager (by default the ReplicaSet controller only) against this
+    /// control plane; see [`KubeControllerManager::start`].
     pub async fn start_kube_controller_manager(&self, options: KcmOptions) -> Result<KubeControllerManager> {
         KubeControllerManager::start(self, options).await
     }
+}
+
+/// Whether KCM's verbose `/healthz` lists every one of `controllers` as passing (`[+]<name> ok`).
+fn all_controllers_healthy(healthz: &str, controllers: &[String]) -> bool {
+    controllers.iter().all(|c| healthz.lines().any(|line| line.trim() == format!("[+]{c} ok")))
 }
 
 /// Whether KCM's log shows the ReplicaSet controller started and then its caches synced
@@ -239,4 +229,23 @@ impl ControlPlane {
 fn replicaset_caches_synced(log: &str) -> bool {
     log.find("\"Starting controller\" name=\"replicaset\"")
         .is_some_and(|start| log[start..].contains("\"Caches are synced\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_requested_controller_must_pass_its_health_check() {
+        let healthz =
+            "[+]node-lifecycle-controller ok\n[-]pod-garbage-collector-controller failed\nhealthz check failed";
+        let controllers = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert!(all_controllers_healthy(healthz, &controllers(&["node-lifecycle-controller"])));
+        assert!(!all_controllers_healthy(
+            healthz,
+            &controllers(&["node-lifecycle-controller", "pod-garbage-collector-controller"])
+        ));
+        // A prefix of another controller's name is not that controller.
+        assert!(!all_controllers_healthy(healthz, &controllers(&["node-lifecycle"])));
+    }
 }

@@ -1,4 +1,4 @@
-//! Integration-test harness: a real etcd + kube-apiserver (one shared per test binary, or private ones), per-test namespaces, kube-controller-manager as the upstream reference, kubelet/scheduler stand-ins, and cleanup of every started process.
+//! Integration-test harness: a real etcd + kube-apiserver (one shared per test binary, or private ones), per-test namespaces, kube-controller-manager as the upstream reference, kubelet/scheduler stand-ins or a live cluster (kube-scheduler, kwok fake nodes), and cleanup of every started process.
 //!
 //! Typical use:
 //! ```no_run
@@ -10,9 +10,10 @@
 //! # }
 //! ```
 //!
-//! What runs: etcd and kube-apiserver (RBAC authorization, `ServiceAccount` admission off,
-//! endpoint reconciler off), and on request kube-controller-manager with only
-//! `replicaset-controller`. No kubelet, scheduler, garbage collector or namespace controller, so:
+//! Two modes. The **bare** mode ([`shared`], [`ns`], [`ControlPlane`]) runs etcd and kube-apiserver
+//! (RBAC authorization, `ServiceAccount` admission off, endpoint reconciler off), and on request
+//! kube-controller-manager with only `replicaset-controller`. No kubelet, scheduler, garbage
+//! collector or namespace controller, so:
 //! - pods stay `Pending` until a test plays kubelet ([`pods::set_pod_running`], ...) or scheduler
 //!   ([`pods::bind_pod`]);
 //! - a pod bound to a node is deleted gracefully, waiting for a kubelet that never comes: delete it
@@ -22,9 +23,17 @@
 //! - kube-controller-manager watches all namespaces: run it on a private [`ControlPlane`] so it
 //!   cannot fight another test's controller over the shared one.
 //!
+//! The **live** mode ([`live::shared`], [`live::ns`], [`LiveCluster`]) adds, on top of a control
+//! plane, kube-scheduler, kwok playing the kubelet of fake nodes (pods follow the
+//! [`stages::Behaviour`] a test picks by annotation: Ready after a delay, crash-looping, failing,
+//! slow to terminate) and kube-controller-manager with only node lifecycle and pod garbage
+//! collection. Pods are scheduled, run and are deleted as on a real cluster; it costs a few
+//! seconds more to start, so tests that need none of it stay in the bare mode. See [`live`].
+//!
 //! Environment:
-//! - `KUBEBUILDER_ASSETS`: directory with etcd and kube-apiserver (kube-controller-manager and
-//!   kubectl are taken from it if present, else from the build cache);
+//! - `KUBEBUILDER_ASSETS`: directory with etcd and kube-apiserver (kube-controller-manager,
+//!   kubectl, kube-scheduler, kwok and `kwok-stages/` are taken from it if present, else from the
+//!   build cache);
 //! - `K8S_VERSION`: which cache `${XDG_CACHE_HOME:-$HOME/.cache}/wasm-replicaset/k8s-<v>/bin` to
 //!   use (default [`DEFAULT_K8S_VERSION`], as `tests/controlplane/build.sh`);
 //! - `HARNESS_KEEP_TMP=1`: keep data, certificates and logs under [`workdir::root`].
@@ -46,6 +55,8 @@ pub mod host_process;
 pub mod kcm;
 pub mod kubeconfig;
 pub mod kubectl;
+pub mod kwok;
+pub mod live;
 pub mod modules;
 pub mod namespace;
 pub mod pki;
@@ -54,7 +65,10 @@ pub mod pods;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod scheduler;
+mod serving;
 pub mod shared;
+pub mod stages;
 pub mod wait;
 pub mod workdir;
 
@@ -62,6 +76,7 @@ pub use binaries::{Binaries, DEFAULT_K8S_VERSION, k8s_version};
 pub use controlplane::{ControlPlane, ControlPlaneOptions};
 pub use kcm::{KcmOptions, KubeControllerManager};
 pub use kubectl::Kubectl;
+pub use live::{LiveCluster, LiveOptions};
 pub use namespace::TestNamespace;
 pub use process::{ManagedProcess, pid_is_running, running_pids};
 pub use shared::{ns, shared};
