@@ -1,6 +1,7 @@
 //! Swapping the policy at runtime: the `ReconcileModule` resource, and the manager that
 //! validates, shadows, activates and rolls back modules.
 
+pub mod api;
 pub mod manager;
 pub mod resource;
 
