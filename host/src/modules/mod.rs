@@ -3,7 +3,11 @@
 
 pub mod api;
 pub mod manager;
+mod report;
 pub mod resource;
+mod rollout;
+#[cfg(test)]
+mod scripted;
 
 use crate::sandbox::{PolicyModule, Sandbox};
 
