@@ -1,5 +1,8 @@
 //! Swapping the policy at runtime: the `ReconcileModule` resource, and the manager that
 //! validates, shadows, activates and rolls back modules.
+//!
+//! The decisions are a pure state machine (`rollout`: which module serves, which shadows, what
+//! a rollback returns to); [`manager`] is the I/O around it, and [`api`] the few requests it makes.
 
 pub mod api;
 pub mod manager;
