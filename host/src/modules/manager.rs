@@ -22,13 +22,13 @@ use super::{
     api::{KubeModules, ModuleApi},
     report::{ObjectRef, Report, Target, reference_to, status_of},
     resource::{ReconcileModule, ShadowSummary},
-    rollout::{Effect, Input, Module, Rollout},
+    rollout::{Effect, Input, Rollout},
 };
 use crate::{
     events::EventRecorder,
     metrics::Metrics,
     policy::{ActivePolicy, RollbackRequest, Serving, Shadow, Source},
-    sandbox::{Digest, PolicyModule},
+    sandbox::PolicyModule,
 };
 
 /// How often shadow counters are written to the shadow object's status.
@@ -251,25 +251,6 @@ impl<A: ModuleApi> ModuleManager<A> {
             example_key: example.as_ref().map(|(k, _)| k.clone()),
             example_difference: example.map(|(_, d)| d),
         })
-    }
-}
-
-/// The host's module handle: identity is the `Arc` (the policy's rollback request names it).
-impl Module for Arc<Serving> {
-    fn source(&self) -> &Source {
-        &self.source
-    }
-
-    fn digest(&self) -> Digest {
-        self.module.digest
-    }
-
-    fn contract_version(&self) -> &str {
-        &self.module.contract_version
-    }
-
-    fn is(&self, other: &Self) -> bool {
-        Arc::ptr_eq(self, other)
     }
 }
 

@@ -5,6 +5,7 @@
 //! a rollback returns to); [`manager`] is the I/O around it, and [`api`] the few requests it makes.
 
 pub mod api;
+mod handle;
 pub mod manager;
 mod report;
 pub mod resource;

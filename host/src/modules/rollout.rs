@@ -41,13 +41,13 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    fmt,
     time::Duration,
 };
 
 use jiff::Timestamp;
 use kube::ResourceExt;
 
+pub use super::handle::Module;
 use super::{
     report::{Note, ObjectRef, Report, StatusReport, Target},
     resource::{Mode, Phase, ReconcileModule, ShadowSummary},
@@ -59,26 +59,6 @@ use crate::{events::EventType, policy::Source, sandbox::Digest};
 pub const ROLLBACK_ANNOTATION: &str = "policy.wasm-replicaset.dev/rollback";
 /// How many good modules the host remembers to roll back to.
 pub const HISTORY: usize = 8;
-
-/// What the rollout needs to know about a compiled module. None of it needs wasm, so the rules
-/// are tested with plain values; the host's handle is `Arc<Serving>`.
-pub trait Module: Clone + fmt::Debug {
-    /// Where it came from.
-    fn source(&self) -> &Source;
-    /// The sha256 of its bytes: two uploads of the same bytes have the same digest.
-    fn digest(&self) -> Digest;
-    /// The contract version it implements.
-    fn contract_version(&self) -> &str;
-    /// Whether `other` is this very handle, not merely the same bytes: the policy asks to roll
-    /// back the handle that failed, and a later upload of the same bytes is another handle.
-    fn is(&self, other: &Self) -> bool;
-
-    /// Whether it came from the object with `uid` (any generation). A re-created object has
-    /// another UID, so it is another source.
-    fn comes_from(&self, uid: &str) -> bool {
-        !uid.is_empty() && matches!(self.source(), Source::Object { uid: u, .. } if u == uid)
-    }
-}
 
 /// Where one object stands on this host: the phase the leader writes to its status (a standby
 /// decides the same, and writes nothing). What serves is the rollout's, not the objects': after
