@@ -1,8 +1,17 @@
 //! Swapping the policy at runtime: the `ReconcileModule` resource, and the manager that
 //! validates, shadows, activates and rolls back modules.
+//!
+//! The decisions are a pure state machine (`rollout`: which module serves, which shadows, what
+//! a rollback returns to); [`manager`] is the I/O around it, and [`api`] the few requests it makes.
 
+pub mod api;
+mod handle;
 pub mod manager;
+mod report;
 pub mod resource;
+mod rollout;
+#[cfg(test)]
+mod scripted;
 
 use crate::sandbox::{PolicyModule, Sandbox};
 
