@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use host::{
     contract::Snapshot,
     embedded::DEFAULT_POLICY,
-    sandbox::{GuestFailure, LoadError, Sandbox, SandboxLimits, guard_rails::Violation},
+    sandbox::{CallBudget, GuestFailure, LoadError, Sandbox, SandboxLimits, guard_rails::Violation, input_bytes},
 };
 use policy_kit::fixtures::Fixture;
 
@@ -108,7 +108,9 @@ fn a_guest_that_loops_forever_runs_out_of_fuel_the_same_way_every_time() {
     let first = budget(sandbox.reconcile_blocking(&module, "default/foobar", &snapshot()).unwrap_err());
     let second = budget(sandbox.reconcile_blocking(&module, "default/foobar", &snapshot()).unwrap_err());
     assert_eq!(first, second);
-    assert_eq!(first, 20_000_000 + 5 * 100_000);
+    // The base, 100 k per pod, 2 k per label of the snapshot's label sets (app, foo twice).
+    assert_eq!(first, CallBudget::for_snapshot(sandbox.limits(), &snapshot()).fuel);
+    assert_eq!(first, 20_000_000 + 5 * 100_000 + 2 * 2_000);
 }
 
 #[test]
@@ -131,7 +133,8 @@ fn a_guest_that_allocates_without_bound_hits_the_memory_cap() {
     let err = sandbox.reconcile_blocking(&module, "default/foobar", &snapshot()).unwrap_err();
     match err.failure {
         GuestFailure::MemoryLimit { desired, limit } => {
-            assert_eq!(limit, 16 << 20);
+            // 16 MiB plus 4 bytes per byte of the snapshot's text.
+            assert_eq!(limit, (16 << 20) + 4 * input_bytes(&snapshot()));
             assert!(desired > limit);
         }
         other => panic!("expected the memory cap, got {other}"),
