@@ -166,14 +166,14 @@ fn file_name(bytes: &[u8]) -> String {
 
 async fn list(target: &Target) -> Result<()> {
     let (_, api) = api(target).await?;
-    let objects = api.list(&Default::default()).await?;
+    let objects = api.list(&kube::api::ListParams::default()).await?;
     println!("{:<24} {:<11} {:<7} {:<13} {:<8} MESSAGE", "NAME", "PHASE", "MODE", "DIGEST", "CONTRACT");
     for obj in objects {
         let status = obj.status.clone().unwrap_or_default();
         println!(
             "{:<24} {:<11} {:<7} {:<13} {:<8} {}",
             obj.name_any(),
-            status.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "-".into()),
+            status.phase.map_or_else(|| "-".into(), |p| format!("{p:?}")),
             format!("{:?}", obj.spec.mode),
             status.short_digest.unwrap_or_else(|| "-".into()),
             status.world_version.unwrap_or_else(|| "-".into()),
@@ -210,7 +210,7 @@ async fn rollback(target: &Target, name: Option<&str>) -> Result<()> {
     let name = match name {
         Some(name) => name.to_string(),
         None => api
-            .list(&Default::default())
+            .list(&kube::api::ListParams::default())
             .await?
             .into_iter()
             .find(|o| o.status.as_ref().and_then(|s| s.phase) == Some(Phase::Active))

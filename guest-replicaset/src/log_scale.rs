@@ -81,7 +81,7 @@ mod tests {
         }
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         for _ in 0..200_000 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             durations.push((state >> (1 + state % 62)) as i64 | 1);
         }
         durations.push(i64::MAX);

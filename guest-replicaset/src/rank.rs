@@ -554,7 +554,7 @@ mod tests {
         let snap = snapshot(rs("foobar"))
             .pods((0..5000).map(|i| {
                 pod(&format!("p{i}"))
-                    .uid(&format!("{:08x}", (i as u64).wrapping_mul(2654435761) % 100_000_000))
+                    .uid(&format!("{:08x}", (i as u64).wrapping_mul(2_654_435_761) % 100_000_000))
                     .ready_since(ago(i % 300))
                     .on(&format!("node-{}", i % 50))
                     .restarts((i % 7) as u32)

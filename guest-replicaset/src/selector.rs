@@ -85,7 +85,7 @@ impl<'a> Selector<'a> {
                     errs.push(format!(
                         "values: Invalid value: {}: values set must be empty for exists and does not exist",
                         go_string_slice(values)
-                    ))
+                    ));
                 }
                 _ => {}
             }
@@ -247,7 +247,7 @@ mod tests {
         SelectorRequirement {
             key: key.to_string(),
             operator: operator.to_string(),
-            values: values.iter().map(|v| v.to_string()).collect(),
+            values: values.iter().map(std::string::ToString::to_string).collect(),
         }
     }
 

@@ -88,7 +88,7 @@ mod tests {
         let mut state = seed;
         (0..n)
             .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
                 (state >> 33) as u32
             })
             .collect()
@@ -99,7 +99,7 @@ mod tests {
         for n in [0, 1, 2, 15, 16, 17, 31, 32, 33, 100, 1000, 5000] {
             let mut items = pseudo_random(n, n as u64);
             let mut expected = items.clone();
-            expected.sort();
+            expected.sort_unstable();
             merge_sort_by(&mut items, |a, b| a < b);
             assert_eq!(items, expected, "n = {n}");
         }
@@ -122,8 +122,8 @@ mod tests {
         let mut items: Vec<u32> = (0..500).map(|i| i % 3).chain(0..200).collect();
         let mut expected = items.clone();
         merge_sort_by(&mut items, |a, b| (a + 1) % 3 == b % 3);
-        items.sort();
-        expected.sort();
+        items.sort_unstable();
+        expected.sort_unstable();
         assert_eq!(items, expected);
     }
 }

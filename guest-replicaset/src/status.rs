@@ -84,17 +84,14 @@ pub fn status_after_scale_error(
     now: i64,
 ) -> ReplicaSetStatus {
     let mut status = plan_status;
-    match rs.status.conditions.iter().position(|c| c.condition_type == REPLICA_FAILURE) {
-        Some(position) => {
-            // Only this ReplicaFailure may exist; a plan from another policy might carry its own.
-            remove_condition(&mut status, REPLICA_FAILURE);
-            let at = position.min(status.conditions.len());
-            status.conditions.insert(at, rs.status.conditions[position].clone());
-        }
-        None => {
-            let condition = replica_failure(status.replicas, rs.replicas, message, now);
-            set_condition(&mut status, condition);
-        }
+    if let Some(position) = rs.status.conditions.iter().position(|c| c.condition_type == REPLICA_FAILURE) {
+        // Only this ReplicaFailure may exist; a plan from another policy might carry its own.
+        remove_condition(&mut status, REPLICA_FAILURE);
+        let at = position.min(status.conditions.len());
+        status.conditions.insert(at, rs.status.conditions[position].clone());
+    } else {
+        let condition = replica_failure(status.replicas, rs.replicas, message, now);
+        set_condition(&mut status, condition);
     }
     status
 }

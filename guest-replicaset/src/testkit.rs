@@ -86,7 +86,7 @@ impl RsBuilder {
         self.match_expressions.push(SelectorRequirement {
             key: key.to_string(),
             operator: operator.to_string(),
-            values: values.iter().map(|v| v.to_string()).collect(),
+            values: values.iter().map(std::string::ToString::to_string).collect(),
         });
         self
     }
@@ -335,22 +335,20 @@ fn intern_labels(sets: &mut Vec<Vec<Label>>, pairs: &[(String, String)]) -> u32 
     let set: Vec<Label> = pairs.iter().map(|(k, v)| Label { key: k.clone(), value: v.clone() }).collect();
     let same =
         |a: &Vec<Label>| a.len() == set.len() && a.iter().zip(&set).all(|(x, y)| x.key == y.key && x.value == y.value);
-    match sets.iter().position(same) {
-        Some(index) => index as u32,
-        None => {
-            sets.push(set);
-            (sets.len() - 1) as u32
-        }
+    if let Some(index) = sets.iter().position(same) {
+        index as u32
+    } else {
+        sets.push(set);
+        (sets.len() - 1) as u32
     }
 }
 
 fn intern_node(nodes: &mut Vec<Node>, name: &str) -> u32 {
-    match nodes.iter().position(|n| n.name == name) {
-        Some(index) => index as u32,
-        None => {
-            nodes.push(Node { name: name.to_string(), related_active_pods: 0 });
-            (nodes.len() - 1) as u32
-        }
+    if let Some(index) = nodes.iter().position(|n| n.name == name) {
+        index as u32
+    } else {
+        nodes.push(Node { name: name.to_string(), related_active_pods: 0 });
+        (nodes.len() - 1) as u32
     }
 }
 

@@ -419,7 +419,9 @@ mod tests {
                 std::thread::spawn(move || (0..100).for_each(|_| e.creation_observed(RS)))
             })
             .collect();
-        handles.into_iter().for_each(|h| h.join().unwrap());
+        for handle in handles {
+            handle.join().unwrap();
+        }
         assert_eq!(counters(&e), (0, 0));
     }
 }

@@ -179,6 +179,19 @@ impl Metrics {
     /// Everything, in the Prometheus text format.
     pub fn encode(self: &Arc<Self>) -> String {
         let mut registry = Registry::default();
+        self.register_syncs(&mut registry);
+        self.register_guests(&mut registry);
+        if let Some(live) = self.live.lock().expect("metrics lock").clone() {
+            registry.register_collector(Box::new(live));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// The queue's latencies and the syncs' outcomes.
+    fn register_syncs(&self, registry: &mut Registry) {
         registry.register(
             "workqueue_queue_duration_seconds",
             "How long in seconds an item stays in workqueue before being requested",
@@ -200,6 +213,10 @@ impl Metrics {
             "How long one ReplicaSet sync takes",
             self.sync_duration.clone(),
         );
+    }
+
+    /// Guest calls, their cost and failures, and module changes.
+    fn register_guests(&self, registry: &mut Registry) {
         registry.register(
             "wasm_replicaset_guest_call_duration_seconds",
             "Wall time of one guest call (fresh instance, call, guard rails)",
@@ -231,13 +248,6 @@ impl Metrics {
             "Policy module changes, by outcome",
             self.module_swaps.clone(),
         );
-        if let Some(live) = self.live.lock().expect("metrics lock").clone() {
-            registry.register_collector(Box::new(live));
-        }
-        let mut text = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
-            .expect("writing to a String cannot fail");
-        text
     }
 }
 

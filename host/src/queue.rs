@@ -709,8 +709,8 @@ mod tests {
     #[test]
     fn the_queue_should_be_cheap_to_share_between_tasks() {
         fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
-        assert_send_sync_clone::<WorkQueue>();
         fn assert_send<T: Send>(_: &T) {}
+        assert_send_sync_clone::<WorkQueue>();
         assert_send(&WorkQueue::new().get());
         assert_send(&WorkQueue::new().shut_down_with_drain());
     }

@@ -350,7 +350,7 @@ async fn lead(
 ) {
     loop {
         tokio::select! {
-            _ = stopped(stop.clone()) => return,
+            () = stopped(stop.clone()) => return,
             ok = async { leading.wait_for(|l| *l).await.map(|_| ()) } => if ok.is_err() { return },
         }
         tracing::info!("leading: syncing");
@@ -360,14 +360,14 @@ async fn lead(
             tokio::spawn(async move { engine.run_workers(workers, term_rx).await })
         };
         tokio::select! {
-            _ = stopped(stop.clone()) => {
+            () = stopped(stop.clone()) => {
                 // Shutdown: no new keys; the syncs in flight finish (the caller bounds the wait).
                 let _ = term_tx.send(true);
                 let _ = run.await;
                 return;
             }
             // A closed channel (no leader election) means leadership can never be lost.
-            _ = async { if leading.wait_for(|l| !*l).await.is_err() { std::future::pending::<()>().await } } => {
+            () = async { if leading.wait_for(|l| !*l).await.is_err() { std::future::pending::<()>().await } } => {
                 tracing::warn!("lost the lease: stopping every sync now");
                 run.abort();
             }

@@ -88,6 +88,7 @@ pub struct Projection {
 }
 
 /// Everything besides the ReplicaSet and its candidate pods that a snapshot carries.
+#[derive(Debug, Clone, Copy)]
 pub struct Context {
     /// The host's expectations for the key are satisfied.
     pub expectations_satisfied: bool,

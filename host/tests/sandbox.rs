@@ -11,7 +11,7 @@ use host::{
 use policy_kit::fixtures::Fixture;
 
 /// Three running pods, one orphan and one of another controller; the ReplicaSet wants 2.
-const SCALE_DOWN: &str = r#"
+const SCALE_DOWN: &str = r"
 description: a ReplicaSet of 2 holding 3 pods
 replicaSet: {replicas: 2}
 pods:
@@ -20,7 +20,7 @@ pods:
   - {name: c, node: n2, ready: true, readySince: -3h}
   - {name: orphan, controller: none, labels: {app: other}}
   - {name: foreign, controller: other}
-"#;
+";
 
 fn snapshot() -> Snapshot {
     Fixture::parse("scale-down", SCALE_DOWN).unwrap().snapshot

@@ -75,7 +75,7 @@ mod tests {
 
     #[test]
     fn the_default_policy_passes_every_case() {
-        let sandbox = Sandbox::new(Default::default()).unwrap();
+        let sandbox = Sandbox::new(host::sandbox::SandboxLimits::default()).unwrap();
         let module = sandbox.compile(DEFAULT_POLICY).unwrap();
         assert_eq!(check(&sandbox, &module).unwrap(), CASES.len());
     }

@@ -64,7 +64,7 @@ fn every_fixture_passes_in_the_sandbox_and_natively_with_identical_plans() {
 }
 
 /// A fixture whose expectation is wrong on purpose, field by field.
-const WRONG: &str = r#"
+const WRONG: &str = r"
 description: replicas 3 with one pod creates 2, but this fixture claims otherwise
 replicaSet: {replicas: 3}
 pods:
@@ -74,10 +74,10 @@ expect:
   delete: [a]
   status: {replicas: 7, readyReplicas: 1}
   requeueAfter: 5s
-"#;
+";
 
 /// The same case with the right expectation.
-const RIGHT: &str = r#"
+const RIGHT: &str = r"
 description: replicas 3 with one pod creates 2
 replicaSet: {replicas: 3}
 pods:
@@ -85,7 +85,7 @@ pods:
 expect:
   create: 2
   status: {replicas: 1, readyReplicas: 1}
-"#;
+";
 
 /// A scale error whose expected status is wrong on purpose.
 const WRONG_AFTER_SCALE_ERROR: &str = r#"

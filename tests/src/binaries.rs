@@ -17,16 +17,16 @@ pub fn k8s_version() -> String {
 /// The directory `tests/controlplane/build.sh` writes to:
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/wasm-replicaset/k8s-<version>/bin`.
 pub fn cache_bin_dir() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"));
+    let cache = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()).map_or_else(
+        || PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache"),
+        PathBuf::from,
+    );
     cache.join("wasm-replicaset").join(format!("k8s-{}", k8s_version())).join("bin")
 }
 
 /// The directory binaries are taken from: `$KUBEBUILDER_ASSETS` if set, else [`cache_bin_dir`].
 pub fn default_bin_dir() -> PathBuf {
-    std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(cache_bin_dir)
+    std::env::var_os("KUBEBUILDER_ASSETS").filter(|v| !v.is_empty()).map_or_else(cache_bin_dir, PathBuf::from)
 }
 
 /// Paths of the control-plane binaries: etcd and kube-apiserver from one directory;

@@ -56,6 +56,6 @@ pub fn replica_set(name: &str, replicas: i32) -> ReplicaSet {
 }
 
 /// A ReplicaSet of `replicas` pods whose selector and template labels are `labels`.
-pub fn replica_set_with(name: &str, replicas: i32, labels: BTreeMap<String, String>) -> ReplicaSet {
-    testkit::rs(name).without_namespace().replicas(replicas).labels(&labels).build()
+pub fn replica_set_with(name: &str, replicas: i32, labels: &BTreeMap<String, String>) -> ReplicaSet {
+    testkit::rs(name).without_namespace().replicas(replicas).labels(labels).build()
 }

@@ -216,7 +216,7 @@ pub async fn wait_access(
             },
             ..Default::default()
         };
-        let answer = reviews.create(&Default::default(), &review).await?;
+        let answer = reviews.create(&kube::api::PostParams::default(), &review).await?;
         Ok((answer.status.is_some_and(|s| s.allowed) == allowed).then_some(()))
     })
     .await

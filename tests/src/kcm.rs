@@ -239,7 +239,7 @@ mod tests {
     fn every_requested_controller_must_pass_its_health_check() {
         let healthz =
             "[+]node-lifecycle-controller ok\n[-]pod-garbage-collector-controller failed\nhealthz check failed";
-        let controllers = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let controllers = |names: &[&str]| names.iter().map(ToString::to_string).collect::<Vec<_>>();
         assert!(all_controllers_healthy(healthz, &controllers(&["node-lifecycle-controller"])));
         assert!(!all_controllers_healthy(
             healthz,

@@ -43,8 +43,6 @@
 //! killed; see [`process`]. Start any other long-running process a test needs (the controller
 //! under test) with [`ManagedProcess::spawn_command`] to get the same guarantees.
 
-#![warn(missing_docs)]
-
 pub mod bench;
 pub mod binaries;
 pub mod controller;

@@ -336,7 +336,7 @@ impl FakeNode {
 
 /// Edits `rs`'s pod template as JSON (missing objects are created on assignment).
 fn edit_template(rs: ReplicaSet, edit: impl FnOnce(&mut serde_json::Value)) -> ReplicaSet {
-    let mut value = serde_json::to_value(&rs).expect("a ReplicaSet serializes");
+    let mut value = serde_json::to_value(rs).expect("a ReplicaSet serializes");
     edit(&mut value["spec"]["template"]);
     serde_json::from_value(value).expect("an edited template is still a ReplicaSet")
 }
@@ -376,7 +376,7 @@ mod tests {
     fn the_kcm_controller_list_needs_node_lifecycle_and_never_the_replicaset_controller() {
         assert!(LiveOptions::default().validate().is_ok());
         let with = |controllers: &[&str]| LiveOptions {
-            kcm_controllers: controllers.iter().map(|c| c.to_string()).collect(),
+            kcm_controllers: controllers.iter().map(ToString::to_string).collect(),
             ..LiveOptions::default()
         };
         assert!(with(&[POD_GARBAGE_COLLECTOR]).validate().is_err());

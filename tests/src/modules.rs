@@ -23,7 +23,7 @@ static CRD: OnceCell<()> = OnceCell::const_new();
 /// Installs the ReconcileModule CRD on the shared control plane (once per test binary) and waits
 /// until the API server serves it.
 pub async fn install_crd(client: &kube::Client) -> Result<()> {
-    CRD.get_or_try_init(|| apply_crd(client)).await.map(|_| ())
+    CRD.get_or_try_init(|| apply_crd(client)).await.copied()
 }
 
 /// Applies the ReconcileModule CRD on the control plane `client` talks to and waits until the API

@@ -74,7 +74,7 @@ fn leaf(
     sans: &[&str],
     usage: ExtendedKeyUsagePurpose,
 ) -> Result<CertAndKey> {
-    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    let sans: Vec<String> = sans.iter().map(std::string::ToString::to_string).collect();
     let mut params =
         CertificateParams::new(sans).with_context(|| format!("certificate parameters for {common_name}"))?;
     params.distinguished_name.push(DnType::CommonName, common_name);

@@ -39,7 +39,7 @@ impl PodCounter {
             futures::pin_mut!(events);
             while let Some(event) = events.next().await {
                 let Ok(event) = event else { continue };
-                let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let mut s = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let name = |p: &Pod| p.metadata.name.clone().unwrap_or_default();
                 match event {
                     watcher::Event::Init => s.relist = Some(HashSet::new()),
@@ -62,7 +62,7 @@ impl PodCounter {
         });
         let counter = Self { state, task };
         eventually("the pod watch to list", Duration::from_secs(10), || async {
-            Ok(counter.state.lock().unwrap_or_else(|p| p.into_inner()).synced.then_some(()))
+            Ok(counter.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).synced.then_some(()))
         })
         .await?;
         Ok(counter)
@@ -70,12 +70,12 @@ impl PodCounter {
 
     /// Pods that exist now (as far as the watch has seen).
     pub fn current(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).live.len()
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).live.len()
     }
 
     /// The most pods that ever existed at once since the counter started.
     pub fn max(&self) -> usize {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).max
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).max
     }
 }
 

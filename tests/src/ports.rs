@@ -15,7 +15,7 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 /// The port is free when returned but not reserved; another process could take it before our
 /// server binds it, so starting code retries on "address already in use".
 pub fn free_port() -> Result<u16> {
-    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let set = handed_out.get_or_insert_with(HashSet::new);
     for _ in 0..100 {
         let listener =

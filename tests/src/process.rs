@@ -48,7 +48,7 @@ static SPAWNER: OnceLock<Mutex<mpsc::Sender<(Command, SpawnReply)>>> = OnceLock:
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves consistent data behind (plain inserts and
     // removes), so a poisoned lock is still usable; cleanup must never be skipped because of it.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The PIDs of all children this process started that are still running (not yet reaped), in
@@ -69,7 +69,7 @@ pub fn pid_is_running(pid: u32) -> bool {
         Ok(stat) => {
             // Format: "pid (comm) S ..."; comm may contain spaces and parentheses.
             let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X") | None)
+            !matches!(state, Some("Z" | "X") | None)
         }
         Err(_) => false,
     }

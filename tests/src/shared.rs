@@ -30,6 +30,5 @@ pub fn current_test_name() -> String {
     std::thread::current()
         .name()
         .filter(|n| *n != "main")
-        .map(|n| n.rsplit("::").next().unwrap_or(n).to_string())
-        .unwrap_or_else(|| "test".to_string())
+        .map_or_else(|| "test".to_string(), |n| n.rsplit("::").next().unwrap_or(n).to_string())
 }

@@ -437,7 +437,7 @@ mod tests {
                 json!({"key": ".metadata.annotations[\"harness.wasm-replicaset.io/behaviour\"]", "operator": "DoesNotExist"}),
             ),
         ] {
-            for stage in stages.iter() {
+            for stage in stages {
                 assert_eq!(stage["spec"]["selector"]["matchExpressions"][0], want);
             }
         }

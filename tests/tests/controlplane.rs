@@ -381,7 +381,7 @@ fn helper_dirs(pid: u32) -> Vec<PathBuf> {
 
 fn read_pids(pid_file: &Path) -> Result<Vec<u32>> {
     let text = std::fs::read_to_string(pid_file)?;
-    let pids = text.lines().map(|l| l.parse::<u32>()).collect::<std::result::Result<Vec<_>, _>>()?;
+    let pids = text.lines().map(str::parse::<u32>).collect::<std::result::Result<Vec<_>, _>>()?;
     ensure!(pids.len() == 3, "expected 3 PIDs, got {pids:?}");
     Ok(pids)
 }

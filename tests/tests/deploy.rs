@@ -19,7 +19,7 @@ use host::modules::resource::{Mode, Phase};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tests::controller::replica_set;
 use tests::deploy::{self, TestRbac, wait_access};
@@ -150,7 +150,7 @@ async fn roles<'a>(a: &'a HostProcess, b: &'a HostProcess) -> Result<(&'a HostPr
 /// `value` with every number as an f64: kustomize re-prints `minimum: 0.0` as `0`.
 fn numbers_as_f64(value: &Value) -> Value {
     match value {
-        Value::Number(n) => n.as_f64().map(Value::from).unwrap_or_else(|| value.clone()),
+        Value::Number(n) => n.as_f64().map_or_else(|| value.clone(), Value::from),
         Value::Array(items) => Value::Array(items.iter().map(numbers_as_f64).collect()),
         Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), numbers_as_f64(v))).collect()),
         other => other.clone(),
@@ -159,9 +159,9 @@ fn numbers_as_f64(value: &Value) -> Value {
 
 #[tokio::test]
 async fn the_kustomization_renders_and_passes_server_side_dry_run() -> Result<()> {
-    let rendered = deploy::render().await?;
     const NS: &str = "wasm-replicaset-system";
     const NAME: &str = "wasm-replicaset-controller";
+    let rendered = deploy::render().await?;
 
     // Exactly these objects, every namespaced one in the controller's namespace.
     let objects: BTreeSet<(String, String)> = rendered
@@ -227,7 +227,7 @@ async fn the_kustomization_renders_and_passes_server_side_dry_run() -> Result<()
         }
         Ok(out)
     };
-    let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let set = |items: &[&str]| items.iter().map(std::string::ToString::to_string).collect::<BTreeSet<_>>();
     let cluster = rules("ClusterRole")?;
     let expected_cluster = set(&[
         "apps/replicasets:get",
@@ -451,7 +451,7 @@ async fn the_deployed_rbac_suffices_to_scale_and_adopt_and_a_missing_rule_is_rep
         events("failed")
     );
     let reasons: BTreeSet<String> =
-        ns.api::<Event>().list(&Default::default()).await?.items.into_iter().filter_map(|e| e.reason).collect();
+        ns.api::<Event>().list(&ListParams::default()).await?.items.into_iter().filter_map(|e| e.reason).collect();
     for reason in ["SuccessfulCreate", "SuccessfulDelete", "FailedCreate"] {
         ensure!(reasons.contains(reason), "no {reason} event; reasons: {reasons:?}");
     }
@@ -566,7 +566,7 @@ async fn two_replicas_elect_one_leader_and_a_killed_leader_is_replaced_without_e
     })
     .await?;
     ensure_never_above(&counter, REPLICAS)?;
-    let pods = ns.api::<Pod>().list(&Default::default()).await?.items.len();
+    let pods = ns.api::<Pod>().list(&ListParams::default()).await?.items.len();
     ensure!(pods == REPLICAS, "{pods} pods listed");
     // For sizing the Deployment's memory request and limit (a debug build: an upper bound).
     let peak = std::fs::read_to_string(format!("/proc/{}/status", standby.process().pid()))?

@@ -10,6 +10,7 @@ async fn every_scenario_ends_the_same_under_upstream_and_the_host() {
     let outcomes = run_all(scenarios::all(), parallelism_from_env(), true).await;
     let table = render_table(&outcomes);
     println!("{table}\ntotal {:.1} s", started.elapsed().as_secs_f64());
-    let failing: Vec<String> = outcomes.iter().filter(|o| !o.matches()).map(|o| o.explain()).collect();
+    let failing: Vec<String> =
+        outcomes.iter().filter(|o| !o.matches()).map(tests::differential::Outcome::explain).collect();
     assert!(failing.is_empty(), "{} scenario(s) differ or failed:\n\n{}", failing.len(), failing.join("\n"));
 }

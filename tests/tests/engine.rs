@@ -67,19 +67,19 @@ fn refs(pod: &Pod) -> Vec<OwnerReference> {
 /// Every pod in the namespace, sorted by name.
 async fn all_pods(pods: &Api<Pod>) -> Result<Vec<Pod>> {
     let mut items = pods.list(&ListParams::default()).await?.items;
-    items.sort_by_key(|p| p.name_any());
+    items.sort_by_key(kube::ResourceExt::name_any);
     Ok(items)
 }
 
 /// Pods labelled `app=<app>`, sorted by name.
 async fn app_pods(pods: &Api<Pod>, app: &str) -> Result<Vec<Pod>> {
     let mut items = pods.list(&ListParams::default().labels(&format!("app={app}"))).await?.items;
-    items.sort_by_key(|p| p.name_any());
+    items.sort_by_key(kube::ResourceExt::name_any);
     Ok(items)
 }
 
 fn names(pods: &[Pod]) -> Vec<String> {
-    pods.iter().map(|p| p.name_any()).collect()
+    pods.iter().map(kube::ResourceExt::name_any).collect()
 }
 
 /// Waits until ReplicaSet `name` controls exactly `n` active pods and its status says so for the
@@ -323,8 +323,8 @@ async fn two_replica_sets_with_the_same_selector_each_keep_their_own_pods() -> R
     let controller = start_controller(&ns, &[]).await?;
     let (rss, pods) = (ns.api::<ReplicaSet>(), ns.api::<Pod>());
     let labels = app("shared");
-    rss.create(&PostParams::default(), &replica_set_with("one", 1, labels.clone())).await?;
-    rss.create(&PostParams::default(), &replica_set_with("two", 2, labels)).await?;
+    rss.create(&PostParams::default(), &replica_set_with("one", 1, &labels)).await?;
+    rss.create(&PostParams::default(), &replica_set_with("two", 2, &labels)).await?;
     let (one, _) = converged(&rss, &pods, "one", 1).await?;
     let (two, _) = converged(&rss, &pods, "two", 2).await?;
     consistently("3 pods, 1 controlled by one and 2 by two", Duration::from_secs(2), || async {

@@ -107,7 +107,7 @@ fn controller_uid(pod: &Pod) -> Option<&str> {
 }
 
 fn names(pods: &[Pod]) -> BTreeSet<String> {
-    pods.iter().map(|p| p.name_any()).collect()
+    pods.iter().map(kube::ResourceExt::name_any).collect()
 }
 
 /// Active pods controlled by ReplicaSet `rs`, sorted by name.
@@ -120,7 +120,7 @@ async fn owned_pods(pods: &Api<Pod>, rs: &ReplicaSet) -> Result<Vec<Pod>> {
         .into_iter()
         .filter(|p| is_active(p) && controller_uid(p) == uid.as_deref())
         .collect();
-    owned.sort_by_key(|p| p.name_any());
+    owned.sort_by_key(kube::ResourceExt::name_any);
     Ok(owned)
 }
 
@@ -412,12 +412,12 @@ async fn scale_down_deletes_unscheduled_then_not_ready_then_colocated_pods() -> 
     })
     .await?;
     let on = |node: &str| -> BTreeSet<String> {
-        placed.iter().filter(|p| node_name(p) == Some(node)).map(|p| p.name_any()).collect()
+        placed.iter().filter(|p| node_name(p) == Some(node)).map(kube::ResourceExt::name_any).collect()
     };
     let (on_big, on_small, on_other) = (on(&big), on(&small), on(&other));
     assert_eq!((on_big.len(), on_small.len(), on_other.len()), (3, 1, 1), "placement follows the capacity");
     let unscheduled: BTreeSet<String> =
-        placed.iter().filter(|p| node_name(p).is_none()).map(|p| p.name_any()).collect();
+        placed.iter().filter(|p| node_name(p).is_none()).map(kube::ResourceExt::name_any).collect();
 
     // All but the small node's pod turn Ready.
     for name in on_big.iter().chain(&on_other) {

@@ -7,6 +7,9 @@ pub mod convert;
 mod display;
 pub mod native;
 
+// The generated items are documented from the WIT where wasmtime's bindgen carries the docs over;
+// the rest (constructors, accessors, trait plumbing) is its own.
+#[allow(missing_docs)]
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",

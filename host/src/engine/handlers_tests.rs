@@ -21,7 +21,7 @@ use crate::{
 };
 
 fn shared() -> Arc<Shared> {
-    let sandbox = Sandbox::new(Default::default()).unwrap();
+    let sandbox = Sandbox::new(crate::sandbox::SandboxLimits::default()).unwrap();
     let module = Arc::new(sandbox.compile(crate::embedded::DEFAULT_POLICY).unwrap());
     Arc::new(Shared {
         replica_sets: ReplicaSetIndex::default(),
@@ -33,7 +33,7 @@ fn shared() -> Arc<Shared> {
         burst_replicas: super::BURST_REPLICAS,
         sync_log: tokio::sync::broadcast::channel(4).0,
         metrics: Arc::default(),
-        access_denied: Default::default(),
+        access_denied: std::sync::Mutex::default(),
     })
 }
 

@@ -86,16 +86,16 @@ impl kube::Resource for CachedPod {
     type DynamicType = ();
     type Scope = NamespaceResourceScope;
 
-    fn kind(_: &()) -> Cow<'_, str> {
+    fn kind((): &()) -> Cow<'_, str> {
         "Pod".into()
     }
-    fn group(_: &()) -> Cow<'_, str> {
+    fn group((): &()) -> Cow<'_, str> {
         "".into()
     }
-    fn version(_: &()) -> Cow<'_, str> {
+    fn version((): &()) -> Cow<'_, str> {
         "v1".into()
     }
-    fn plural(_: &()) -> Cow<'_, str> {
+    fn plural((): &()) -> Cow<'_, str> {
         "pods".into()
     }
     fn meta(&self) -> &ObjectMeta {
@@ -117,7 +117,7 @@ pub fn trim_replica_set(rs: &mut ReplicaSet) {
 
 /// The wire shape: only the fields we keep; serde skips everything else.
 mod wire {
-    use super::*;
+    use super::{BTreeMap, CachedPod, Deserialize, ObjectMeta, OwnerReference, POD_DELETION_COST, Phase, Time};
 
     #[derive(Deserialize)]
     pub struct Pod {

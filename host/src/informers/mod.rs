@@ -143,7 +143,7 @@ where
         tokio::pin!(shutdown);
         loop {
             let event = tokio::select! {
-                _ = &mut shutdown => break,
+                () = &mut shutdown => break,
                 event = events.next() => event,
             };
             match event {

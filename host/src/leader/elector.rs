@@ -45,7 +45,7 @@ impl LeaderElector {
         config.validate()?;
         Ok(Self {
             leases: Api::namespaced(client, &config.namespace),
-            handle: LeaderHandle { identity: config.identity.as_str().into(), state: Default::default() },
+            handle: LeaderHandle { identity: config.identity.as_str().into(), state: std::sync::Arc::default() },
             request_timeout: (config.renew_deadline / 2).max(Duration::from_secs(1)),
             observed: None,
             lease: None,

@@ -168,12 +168,11 @@ impl LeaderElector {
                 }
             }
         };
-        match tokio::time::timeout(deadline, attempt).await {
-            Ok(released) => released,
-            Err(_) => {
-                warn!(%identity, %lease, "timed out releasing the lease");
-                false
-            }
+        if let Ok(released) = tokio::time::timeout(deadline, attempt).await {
+            released
+        } else {
+            warn!(%identity, %lease, "timed out releasing the lease");
+            false
         }
     }
 }

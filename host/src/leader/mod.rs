@@ -62,6 +62,6 @@ impl LeaderHandle {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HandleState> {
         // The state is two plain fields, always consistent: a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

@@ -114,7 +114,7 @@ impl<A: ModuleApi> ModuleManager<A> {
         let mut ticker = tokio::time::interval(SHADOW_REPORT_INTERVAL);
         loop {
             let input = tokio::select! {
-                _ = &mut stop => break,
+                () = &mut stop => break,
                 Some(request) = self.rollbacks.recv() => Input::FailureStreak {
                     failed: request.failed,
                     key: request.key,
@@ -221,7 +221,7 @@ impl<A: ModuleApi> ModuleManager<A> {
         if let Some(note) = report.event {
             self.api.event(&reference_to(&target), note.kind, note.reason, note.message);
         }
-        let status = status_of(&target, report.status, Time(jiff::Timestamp::now()));
+        let status = status_of(&target, report.status, &Time(jiff::Timestamp::now()));
         if let Err(error) = self.api.patch_status(&target.name, &json!({"status": status})).await {
             tracing::warn!(object = %target.name, %error, "writing the module status failed");
         }

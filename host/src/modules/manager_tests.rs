@@ -42,7 +42,7 @@ impl Harness {
     }
 
     async fn with_checks(checks: impl ModuleCheck) -> Self {
-        let sandbox = Sandbox::new(Default::default()).expect("a sandbox");
+        let sandbox = Sandbox::new(crate::sandbox::SandboxLimits::default()).expect("a sandbox");
         let baseline = sandbox.load(DEFAULT_POLICY.to_vec()).await.expect("the default policy compiles");
         let (rollbacks_tx, rollbacks) = mpsc::unbounded_channel();
         let serving = Serving::new(baseline, Source::Embedded);

@@ -102,7 +102,7 @@ pub fn reference_to(target: &ObjectRef) -> ObjectReference {
 }
 
 /// The full status for `report` on `target`, with the `Validated` and `Serving` conditions.
-pub fn status_of(target: &ObjectRef, report: StatusReport, now: Time) -> ReconcileModuleStatus {
+pub fn status_of(target: &ObjectRef, report: StatusReport, now: &Time) -> ReconcileModuleStatus {
     let StatusReport { phase, module, message, since, failing_key } = report;
     let condition = |type_: &str, ok: bool, reason: &str| Condition {
         type_: type_.to_string(),

@@ -163,6 +163,7 @@ struct Tracked {
 }
 
 /// Why a rollback happens, for its message.
+#[derive(Clone, Copy)]
 enum Why<'a> {
     /// The policy's failure streak.
     Streak { key: &'a str, reason: &'a str, streak: u32 },
@@ -218,9 +219,9 @@ impl<M: Module> Rollout<M> {
             Input::Applied(obj) => self.backlog.push_back(Watched::Applied(obj)),
             Input::Deleted(obj) => self.backlog.push_back(Watched::Deleted(obj)),
             Input::Relisted(objs) => self.backlog.push_back(Watched::Relisted(objs)),
-            Input::Validated { object, outcome, took, at } => self.validated(object, outcome, took, at, &mut out),
+            Input::Validated { object, outcome, took, at } => self.validated(&object, outcome, took, at, &mut out),
             Input::FailureStreak { failed, key, reason, streak } => {
-                self.roll_back(&failed, Why::Streak { key: &key, reason: &reason, streak }, &mut out)
+                self.roll_back(&failed, Why::Streak { key: &key, reason: &reason, streak }, &mut out);
             }
             Input::Leading(leading) => self.leading = leading,
             Input::ShadowCounts(summary) => self.shadow_counts(summary, &mut out),
@@ -290,7 +291,7 @@ impl<M: Module> Rollout<M> {
     /// Rules 6 to 8: a validation finished.
     fn validated(
         &mut self,
-        obj: ReconcileModule,
+        obj: &ReconcileModule,
         outcome: Result<M, String>,
         took: Duration,
         at: Timestamp,
@@ -303,9 +304,9 @@ impl<M: Module> Rollout<M> {
         }
         self.validating = None;
         match (outcome, obj.spec.mode) {
-            (Err(reason), _) => self.reject(&obj, reason, out),
-            (Ok(module), Mode::Active) => self.activate(&obj, module, took, at, out),
-            (Ok(module), Mode::Shadow) => self.start_shadow(&obj, module, at, out),
+            (Err(reason), _) => self.reject(obj, reason, out),
+            (Ok(module), Mode::Active) => self.activate(obj, &module, took, at, out),
+            (Ok(module), Mode::Shadow) => self.start_shadow(obj, &module, at, out),
         }
     }
 
@@ -322,7 +323,7 @@ impl<M: Module> Rollout<M> {
     }
 
     /// Rule 7: the module serves; what served goes to the history.
-    fn activate(&mut self, obj: &ReconcileModule, module: M, took: Duration, at: Timestamp, out: &mut Vec<Effect<M>>) {
+    fn activate(&mut self, obj: &ReconcileModule, module: &M, took: Duration, at: Timestamp, out: &mut Vec<Effect<M>>) {
         let (uid, name) = (obj.uid().unwrap_or_default(), obj.name_any());
         let previous = std::mem::replace(&mut self.serving, module.clone());
         out.push(Effect::Serve(module.clone()));
@@ -341,7 +342,7 @@ impl<M: Module> Rollout<M> {
         };
         let status = StatusReport {
             phase: Phase::Active,
-            module: Some(facts(&module)),
+            module: Some(facts(module)),
             message: format!("serving since {at} (validated in {took:?}, contract {})", module.contract_version()),
             since: Some(at),
             failing_key: None,
@@ -355,7 +356,7 @@ impl<M: Module> Rollout<M> {
     }
 
     /// Rule 8: the module shadows; the previous shadow is superseded.
-    fn start_shadow(&mut self, obj: &ReconcileModule, module: M, at: Timestamp, out: &mut Vec<Effect<M>>) {
+    fn start_shadow(&mut self, obj: &ReconcileModule, module: &M, at: Timestamp, out: &mut Vec<Effect<M>>) {
         let (uid, name) = (obj.uid().unwrap_or_default(), obj.name_any());
         let previous = self.shadow.replace(module.clone());
         out.push(Effect::Shadow(Some(module.clone())));
@@ -371,7 +372,7 @@ impl<M: Module> Rollout<M> {
         };
         let status = StatusReport {
             phase: Phase::Shadow,
-            module: Some(facts(&module)),
+            module: Some(facts(module)),
             message: "shadowing: comparing plans with the active module".into(),
             since: Some(at),
             failing_key: None,
@@ -406,11 +407,11 @@ impl<M: Module> Rollout<M> {
         if !self.serving.is(failed) {
             return;
         }
+        // The same bytes would fail the same way: skip history entries with the failed digest.
         let good = loop {
             match self.history.pop() {
-                // The same bytes would fail the same way.
-                Some(candidate) if candidate.digest() == failed.digest() => continue,
-                Some(candidate) => break candidate,
+                Some(candidate) if candidate.digest() != failed.digest() => break candidate,
+                Some(_) => {}
                 None => break self.baseline.clone(),
             }
         };
@@ -453,7 +454,7 @@ impl<M: Module> Rollout<M> {
 
     /// Rule 11: a relist replaces what the watch told us.
     fn relisted(&mut self, mut listed: Vec<ReconcileModule>, out: &mut Vec<Effect<M>>) {
-        let present: HashSet<String> = listed.iter().filter_map(|o| o.uid()).collect();
+        let present: HashSet<String> = listed.iter().filter_map(kube::ResourceExt::uid).collect();
         let mut gone: Vec<String> = self.objects.keys().filter(|uid| !present.contains(*uid)).cloned().collect();
         // Sorted only so that log lines come in the same order on every run.
         gone.sort();

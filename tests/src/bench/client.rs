@@ -2,6 +2,7 @@
 //! client (Nagle's algorithm on) and with the host's (`host::client::build_client`,
 //! `TCP_NODELAY`); see that function for why it matters.
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -101,8 +102,9 @@ pub fn probe_markdown(rows: &[ProbeRow]) -> String {
                 s.map(|s| num(s.median)).unwrap_or_default()
             })
             .collect();
-        md += &format!(
-            "| {} | {} | {} | {} |\n",
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
             row.variant,
             row.requests,
             total.map(|s| format!("{} ({}–{})", num(s.median), num(s.min), num(s.max))).unwrap_or_default(),

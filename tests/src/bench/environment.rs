@@ -11,9 +11,8 @@ pub fn machine() -> Vec<String> {
         .lines()
         .find(|l| l.starts_with("model name"))
         .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        .map_or_else(|| "unknown CPU".into(), |s| s.trim().to_string());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
@@ -22,8 +21,7 @@ pub fn machine() -> Vec<String> {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse::<f64>().ok())
         })
-        .map(|kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "?".into());
+        .map_or_else(|| "?".into(), |kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     vec![format!("Machine: {cores} CPUs (nproc), {model}, {mem} RAM, Linux {}", kernel.trim())]
 }

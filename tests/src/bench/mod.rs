@@ -18,6 +18,7 @@ pub mod subject;
 pub mod swap;
 pub mod tracker;
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -234,9 +235,10 @@ pub async fn main(options: Options) -> Result<()> {
                             Phase::ScaleDown => "scale-down",
                         };
                         if subject == Subject::Limit {
-                            line += &format!(" {what} {} pods in {:.2} s ({:.0}/s);", m.pods, m.wall, m.pod_rate);
+                            let _ = write!(line, " {what} {} pods in {:.2} s ({:.0}/s);", m.pods, m.wall, m.pod_rate);
                         } else {
-                            line += &format!(
+                            let _ = write!(
+                                line,
                                 " {what} {:.2} s, cpu {:.2} s, peak {:.0} MiB, {:.0} requests, {:.0} pods/s{};",
                                 m.wall,
                                 m.cpu,

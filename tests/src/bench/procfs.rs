@@ -62,11 +62,9 @@ pub fn mib(kib: u64) -> f64 {
 /// How many sockets `pid` has open (`/proc/<pid>/fd` links to `socket:[...]`): with HTTP/1.1 one
 /// per concurrent API request, with HTTP/2 one per client.
 pub fn sockets(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.flatten()
-                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")))
-                .count()
-        })
-        .unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| {
+        dir.flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:")))
+            .count()
+    })
 }

@@ -33,7 +33,7 @@ pub fn stat(values: impl IntoIterator<Item = f64>) -> Option<Stat> {
     if v.is_empty() {
         return None;
     }
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
     Some(Stat { median, min: v[0], max: v[n - 1] })
@@ -73,7 +73,7 @@ fn ratio(a: Option<Stat>, b: Option<Stat>) -> Option<f64> {
 }
 
 fn ratio_cell(r: Option<f64>) -> String {
-    r.map(|r| format!("{r:.2}")).unwrap_or_else(|| "–".into())
+    r.map_or_else(|| "–".into(), |r| format!("{r:.2}"))
 }
 
 /// All runs of one phase of one scenario at one tier.
@@ -163,19 +163,19 @@ impl Results {
 
     /// Records one run.
     pub fn add(&mut self, tier: &Tier, scenario: &Scenario, phase: Phase, subject: Subject, m: Measurement) {
-        let idx = match self.rows.iter().position(|r| r.tier == tier.key && r.scenario == *scenario && r.phase == phase)
+        let idx = if let Some(i) =
+            self.rows.iter().position(|r| r.tier == tier.key && r.scenario == *scenario && r.phase == phase)
         {
-            Some(i) => i,
-            None => {
-                self.rows.push(Row {
-                    tier: tier.key,
-                    limits: tier.limits,
-                    scenario: *scenario,
-                    phase,
-                    samples: BTreeMap::new(),
-                });
-                self.rows.len() - 1
-            }
+            i
+        } else {
+            self.rows.push(Row {
+                tier: tier.key,
+                limits: tier.limits,
+                scenario: *scenario,
+                phase,
+                samples: BTreeMap::new(),
+            });
+            self.rows.len() - 1
         };
         self.rows[idx].samples.entry(subject).or_default().push(m);
     }
@@ -217,7 +217,7 @@ impl Results {
             md.push_str(&super::client::probe_markdown(&self.probe));
         }
         self.write_targets(md)?;
-        self.write_method(md)?;
+        Self::write_method(md)?;
         Ok(())
     }
 
@@ -300,7 +300,7 @@ impl Results {
         )?;
         writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|")?;
         for row in &self.rows {
-            let pct = |s: Option<Stat>| s.map(|s| format!("{:.1} %", s.median * 100.0)).unwrap_or_else(|| "–".into());
+            let pct = |s: Option<Stat>| s.map_or_else(|| "–".into(), |s| format!("{:.1} %", s.median * 100.0));
             writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -338,7 +338,7 @@ impl Results {
             (format!("Idle CPU over {:?} (% of a core)", self.plan.steady_idle), |m| m.idle_cpu_pct),
             ("API requests, start → quiet (lists included)".into(), |m| m.requests),
         ];
-        for (name, f) in metrics.iter() {
+        for (name, f) in &metrics {
             let u = stat(steady.samples.get(&Subject::Upstream).into_iter().flatten().map(f));
             let h = stat(steady.samples.get(&Subject::Host).into_iter().flatten().map(f));
             writeln!(md, "| {name} | {} | {} | {} |", cell(u), cell(h), ratio_cell(ratio(h, u)))?;
@@ -442,7 +442,7 @@ impl Results {
         writeln!(md)
     }
 
-    fn write_method(&self, md: &mut String) -> std::fmt::Result {
+    fn write_method(md: &mut String) -> std::fmt::Result {
         writeln!(md, "## Method\n")?;
         let lines = [
             "Every run (one scenario, one controller) gets a fresh etcd + kube-apiserver: no cache, watch or etcd history carries over, and the apiserver's request counter belongs to that run. Control plane startup (~3 s) is outside the measured windows.",

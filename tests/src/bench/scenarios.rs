@@ -296,7 +296,7 @@ async fn run_controller(
             procfs::sockets(ctrl.pid())
         ));
         let after = Snapshot::take(&ctrl, &clients).await?;
-        let span = last_pod.map(|t| t.duration_since(t0).as_secs_f64()).unwrap_or(f64::NAN);
+        let span = last_pod.map_or(f64::NAN, |t| t.duration_since(t0).as_secs_f64());
         out.push((
             Phase::Create,
             Measurement {
@@ -329,7 +329,7 @@ async fn run_controller(
             let quiet_timeout = wait_quiet(&clients.metrics).await?;
             let after = Snapshot::take(&ctrl, &clients).await?;
             let deleted = scenario.rs * (scenario.replicas - to) as usize;
-            let span = last_gone.map(|t| t.duration_since(t0).as_secs_f64()).unwrap_or(f64::NAN);
+            let span = last_gone.map_or(f64::NAN, |t| t.duration_since(t0).as_secs_f64());
             out.push((
                 Phase::ScaleDown,
                 Measurement {

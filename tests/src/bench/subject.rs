@@ -91,7 +91,7 @@ pub fn ensure_host_process() -> Result<PathBuf> {
     match cmd.status() {
         Ok(status) if status.success() => {}
         Ok(status) if path.exists() => {
-            eprintln!("warning: building host-process failed ({status}); using {}", path.display())
+            eprintln!("warning: building host-process failed ({status}); using {}", path.display());
         }
         Ok(status) => bail!("building host-process failed ({status}); run `cargo build --release -p tests --bins`"),
         Err(e) if path.exists() => eprintln!("warning: cannot run cargo ({e}); using {}", path.display()),

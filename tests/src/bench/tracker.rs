@@ -96,7 +96,7 @@ impl Drop for Tracker {
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Tracker {
@@ -112,7 +112,7 @@ impl Tracker {
             while let Some(event) = stream.next().await {
                 let mut st = lock(&s);
                 match event {
-                    Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => {
+                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
                         let name = p.metadata.name.clone().unwrap_or_default();
                         if p.metadata.deletion_timestamp.is_some() {
                             st.pod_gone(&name);
@@ -141,7 +141,7 @@ impl Tracker {
             while let Some(event) = stream.next().await {
                 let mut st = lock(&s);
                 match event {
-                    Ok(watcher::Event::Apply(rs)) | Ok(watcher::Event::InitApply(rs)) => {
+                    Ok(watcher::Event::Apply(rs) | watcher::Event::InitApply(rs)) => {
                         let status = rs.status.clone().unwrap_or_default();
                         let facts = RsFacts {
                             uid: rs.metadata.uid.clone().unwrap_or_default(),

@@ -43,12 +43,11 @@ async fn main() -> ExitCode {
     } else {
         let mut chosen = Vec::new();
         for name in &args.scenarios {
-            match scenarios::by_name(name) {
-                Some(s) => chosen.push(s),
-                None => {
-                    eprintln!("no scenario named {name}; --list shows them");
-                    return ExitCode::from(2);
-                }
+            if let Some(s) = scenarios::by_name(name) {
+                chosen.push(s)
+            } else {
+                eprintln!("no scenario named {name}; --list shows them");
+                return ExitCode::from(2);
             }
         }
         chosen
@@ -61,5 +60,9 @@ async fn main() -> ExitCode {
         println!("{} scenario(s) not run after a difference (--keep-going runs them all)", total - outcomes.len());
     }
     println!("total {:.1} s", started.elapsed().as_secs_f64());
-    if outcomes.len() == total && outcomes.iter().all(|o| o.matches()) { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if outcomes.len() == total && outcomes.iter().all(tests::differential::Outcome::matches) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

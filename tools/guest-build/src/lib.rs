@@ -42,10 +42,8 @@ pub fn build_component(guest: &Guest<'_>, out_dir: &Path) -> Result<PathBuf> {
     }
     ensure_target_installed()?;
 
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"))
-        .join("wasm-guests");
+    let target_dir =
+        env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from).join("wasm-guests");
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(workspace)
