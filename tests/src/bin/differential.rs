@@ -44,7 +44,7 @@ async fn main() -> ExitCode {
         let mut chosen = Vec::new();
         for name in &args.scenarios {
             if let Some(s) = scenarios::by_name(name) {
-                chosen.push(s)
+                chosen.push(s);
             } else {
                 eprintln!("no scenario named {name}; --list shows them");
                 return ExitCode::from(2);
