@@ -1,29 +1,38 @@
-//! The README's main command: a local control plane, the host with its embedded policy, and a
-//! ReplicaSet scaled up and down, narrated in the terminal. Everything it starts, it stops.
+//! The README's main command: a live cluster (kube-scheduler places the pods on kwok's fake nodes,
+//! which start them, turn them Ready, crash-loop one and complete evictions), the host with its
+//! embedded policy, and a ReplicaSet scaled up, down and drained, narrated in the terminal.
+//! Nothing is faked by patching status. Everything it starts, it stops.
 //!
 //! Run it with `./demo.sh` (which builds the control plane first) or
 //! `cargo run -p tests --bin demo` once `tests/controlplane/build.sh` has run.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    io::IsTerminal,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use host::{
     engine::SyncRecord,
     run::{Controller, RunArgs},
 };
-use jiff::Timestamp;
 use k8s_openapi::{
     api::{
-        apps::v1::ReplicaSet,
-        core::v1::{Event, Pod},
+        apps::v1::{Deployment, ReplicaSet},
+        core::v1::{Event, Node, Pod},
     },
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use tests::{ControlPlane, controller::replica_set, eventually, pods};
+use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use tests::{
+    LiveCluster, LiveOptions, TestNamespace,
+    controller::replica_set,
+    eventually, live,
+    stages::{Behaviour, Lifecycle},
+};
 use tokio::sync::broadcast;
-
-use std::{io::IsTerminal, sync::LazyLock};
 
 /// ANSI styles, only when printing to a terminal.
 static STYLE: LazyLock<(&str, &str, &str)> =
@@ -34,20 +43,98 @@ fn step(text: &str) {
     println!("\n{bold}▸ {text}{reset}");
 }
 
+/// kwok's behaviour for the crash-looping pod of the scale-down step.
+const CRASH_LOOP: &str = "crash-loop";
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let (bold, _, reset) = *STYLE;
     println!("{bold}wasm-replicaset demo{reset}: the ReplicaSet controller with its policy in a wasm sandbox");
 
-    step("starting a local control plane (etcd + kube-apiserver, built from Go modules)");
-    let cp =
-        ControlPlane::start().await.context("starting the control plane (did tests/controlplane/build.sh run?)")?;
-    println!("  ready in {:.1} s at {}", cp.startup_duration().as_secs_f64(), cp.server_url());
-    let ns = cp.create_namespace("demo").await?;
+    let cluster = start_live_cluster().await?;
+    let ns = cluster.control_plane().create_namespace("demo").await?;
     let client = ns.client().clone();
+    let (controller, mut log) = start_host(&cluster, &ns).await?;
+    let rss: Api<ReplicaSet> = ns.api();
+    let pods_api: Api<Pod> = ns.api();
 
+    step("creating ReplicaSet web (3 replicas, minReadySeconds 3), owned by a Deployment as in real clusters");
+    let mut rs = replica_set("web", 3);
+    rs.spec.min_ready_seconds = Some(3);
+    rss.create(&PostParams::default(), &owned_by_deployment(&ns, rs).await?).await?;
+    converge(&rss, &pods_api, "web", 3, &mut log).await?;
+    println!("  kube-scheduler places each pod on a node; kwok starts it and turns it Ready 1-2 s later:");
+    watch_availability(&rss, 3).await?;
+    drain(&mut log).await;
+    show_pods(&pods_api).await?;
+
+    step("scaling up to 5: two nodes now hold two pods each");
+    scale(&rss, "web", 5).await?;
+    converge(&rss, &pods_api, "web", 5, &mut log).await?;
+    wait_status(&rss, "web", |s| s.available_replicas == Some(5)).await?;
+    drain(&mut log).await;
+    show_pods(&pods_api).await?;
+
+    let crasher = alone_on_its_node(&pods_api).await?;
+    step(&format!("{crasher} starts crash-looping (kwok raises its restart count; Ready flaps)"));
+    live::switch_behaviour(&pods_api, &crasher, CRASH_LOOP).await?;
+    wait_restarts(&pods_api, &crasher, 2).await?;
+    show_pods(&pods_api).await?;
+
+    step("scaling down to 3: the crash-looping pod goes first, then one of a pair sharing a node");
+    scale(&rss, "web", 3).await?;
+    converge(&rss, &pods_api, "web", 3, &mut log).await?;
+    show_pods(&pods_api).await?;
+    show_status(&rss).await?;
+
+    let node = busiest_node(&pods_api).await?;
+    step(&format!("draining {node}: cordoned, its pods evicted; replacements are scheduled elsewhere"));
+    drain_node(&client, &pods_api, &node).await?;
+    converge(&rss, &pods_api, "web", 3, &mut log).await?;
+    wait_status(&rss, "web", |s| s.available_replicas == Some(3)).await?;
+    drain(&mut log).await;
+    show_pods(&pods_api).await?;
+    show_status(&rss).await?;
+
+    step("events on the ReplicaSet (what `kubectl describe rs web` shows)");
+    show_events(&Api::<Event>::namespaced(client.clone(), ns.name())).await?;
+
+    step("stopping the host and the live cluster");
+    controller.shutdown().await;
+    cluster.stop();
+    println!("  everything the demo started is stopped\n");
+    Ok(())
+}
+
+/// etcd + kube-apiserver, kube-scheduler, kwok with three fake nodes whose pods turn Ready 1-2 s
+/// after they start, and kube-controller-manager with only node lifecycle and pod GC.
+async fn start_live_cluster() -> Result<LiveCluster> {
+    step("starting a live cluster: etcd, kube-apiserver, kube-scheduler, kwok with 3 fake nodes");
+    let ms = Duration::from_millis;
+    let options = LiveOptions {
+        default_behaviour: Behaviour::new(Lifecycle::Ready { delay: ms(1000), jitter: ms(2000) }),
+        ..LiveOptions::default()
+    }
+    .with_behaviour(CRASH_LOOP, Behaviour::new(Lifecycle::CrashLoop { ready_for: ms(1000), crashed_for: ms(1500) }));
+    let cluster = LiveCluster::start(options)
+        .await
+        .context("starting the live cluster (did tests/controlplane/build.sh run?)")?;
+    println!(
+        "  ready in {:.1} s at {}; nodes {}; kube-controller-manager runs only node lifecycle and pod GC",
+        cluster.startup_duration().as_secs_f64(),
+        cluster.control_plane().server_url(),
+        cluster.nodes().join(", ")
+    );
+    Ok(cluster)
+}
+
+/// The host with its embedded policy, watching `ns`, and its sync log.
+async fn start_host(
+    cluster: &LiveCluster,
+    ns: &TestNamespace,
+) -> Result<(Controller, broadcast::Receiver<SyncRecord>)> {
     step("starting the host with the embedded default policy");
-    let kubeconfig = cp.kubeconfig_path().display().to_string();
+    let kubeconfig = cluster.control_plane().kubeconfig_path().display().to_string();
     let args = RunArgs::from_flags([
         "--kubeconfig",
         &kubeconfig,
@@ -57,8 +144,8 @@ async fn main() -> Result<()> {
         "--watch-modules=false",
         "--http-addr=127.0.0.1:0",
     ])?;
-    let controller = Controller::start(&args, std::sync::Arc::new(policy_kit::conformance::check)).await?;
-    let mut log = controller.engine.shared.sync_log.subscribe();
+    let controller = Controller::start(&args, Arc::new(policy_kit::conformance::check)).await?;
+    let log = controller.engine.shared.sync_log.subscribe();
     controller.engine.wait_synced().await;
     let module = controller.engine.shared.policy.current();
     println!(
@@ -67,53 +154,88 @@ async fn main() -> Result<()> {
         module.size / 1024,
         module.contract_version
     );
+    Ok((controller, log))
+}
 
-    let rss: Api<ReplicaSet> = ns.api();
-    let pods_api: Api<Pod> = ns.api();
+/// `rs` controlled by a paused Deployment of the same name: upstream ranks pods by how many of
+/// their Deployment's pods share their node only when the ReplicaSet has such an owner. No
+/// Deployment controller runs, so the Deployment itself does nothing.
+async fn owned_by_deployment(ns: &TestNamespace, mut rs: ReplicaSet) -> Result<ReplicaSet> {
+    let name = rs.metadata.name.clone().unwrap_or_default();
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"paused": true, "selector": rs.spec.selector, "template": rs.spec.template},
+    }))?;
+    let deployment = ns.api::<Deployment>().create(&PostParams::default(), &deployment).await?;
+    rs.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name,
+        uid: deployment.metadata.uid.context("a created Deployment has a UID")?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    Ok(rs)
+}
 
-    step("creating ReplicaSet web with 3 replicas");
-    rss.create(&PostParams::default(), &replica_set("web", 3)).await?;
-    converge(&rss, &pods_api, "web", 3, &mut log).await?;
-    show_pods(&pods_api).await?;
-    show_status(&rss).await?;
+/// Prints each change of ready and available replicas until `replicas` are available: the last
+/// step needs no pod event, only the host's requeue after `minReadySeconds`.
+async fn watch_availability(rss: &Api<ReplicaSet>, replicas: i32) -> Result<()> {
+    let started = std::time::Instant::now();
+    let last = std::cell::Cell::new(None);
+    eventually("all replicas available", Duration::from_secs(60), || async {
+        let status = rss.get("web").await?.status.unwrap_or_default();
+        let now = (status.ready_replicas.unwrap_or(0), status.available_replicas.unwrap_or(0));
+        if last.replace(Some(now)) != Some(now) {
+            println!("  {:>5.1} s  ready {} · available {}", started.elapsed().as_secs_f64(), now.0, now.1);
+        }
+        Ok((now.1 == replicas).then_some(()))
+    })
+    .await
+}
 
-    step("the pods come up (the demo plays kubelet and scheduler: bound to nodes, Running, Ready)");
-    for node in ["node-a", "node-b"] {
-        pods::create_node(&client, node).await?;
+/// A pod that has its node to itself.
+async fn alone_on_its_node(pods: &Api<Pod>) -> Result<String> {
+    let per_node = pods_per_node(pods).await?;
+    per_node.values().find(|names| names.len() == 1).map(|names| names[0].clone()).context("no pod alone on its node")
+}
+
+/// The node holding the most pods.
+async fn busiest_node(pods: &Api<Pod>) -> Result<String> {
+    let per_node = pods_per_node(pods).await?;
+    per_node.into_iter().max_by_key(|(_, names)| names.len()).map(|(node, _)| node).context("no pod on any node")
+}
+
+async fn pods_per_node(pods: &Api<Pod>) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut per_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for pod in pods.list(&ListParams::default()).await?.items {
+        if let (Some(node), None) = (pod.spec.and_then(|s| s.node_name), &pod.metadata.deletion_timestamp) {
+            per_node.entry(node).or_default().push(pod.metadata.name.unwrap_or_default());
+        }
     }
-    let names = pod_names(&pods_api).await?;
-    for (i, name) in names.iter().enumerate() {
-        pods::bind_pod(&client, ns.name(), name, if i == 0 { "node-a" } else { "node-b" }).await?;
-        let hours_ago = Timestamp::now() - jiff::SignedDuration::from_hours(i as i64 + 1);
-        pods::set_pod_running(&client, ns.name(), name, true, Time(hours_ago)).await?;
+    Ok(per_node)
+}
+
+async fn wait_restarts(pods: &Api<Pod>, name: &str, restarts: i32) -> Result<()> {
+    eventually(&format!("{name} to restart {restarts} times"), Duration::from_secs(30), || async {
+        let pod = pods.get(name).await?;
+        let count =
+            pod.status.and_then(|s| s.container_statuses).map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
+        Ok((count >= restarts).then_some(()))
+    })
+    .await
+}
+
+/// `kubectl drain`: marks the node unschedulable, then evicts its pods (kwok completes their
+/// graceful deletion).
+async fn drain_node(client: &kube::Client, pods: &Api<Pod>, node: &str) -> Result<()> {
+    let cordon = serde_json::json!({"spec": {"unschedulable": true}});
+    Api::<Node>::all(client.clone()).patch(node, &PatchParams::default(), &Patch::Merge(&cordon)).await?;
+    let (_, victims) = pods_per_node(pods).await?.remove_entry(node).context("the node has no pods")?;
+    for victim in &victims {
+        pods.evict(victim, &EvictParams::default()).await?;
     }
-    wait_status(&rss, "web", |s| s.ready_replicas == Some(3)).await?;
-    drain(&mut log).await;
-    show_pods(&pods_api).await?;
-    show_status(&rss).await?;
-
-    step("scaling up to 5");
-    scale(&rss, "web", 5).await?;
-    converge(&rss, &pods_api, "web", 5, &mut log).await?;
-    show_pods(&pods_api).await?;
-
-    let keep = &names[2];
-    step(&format!("scaling down to 2 ({keep} gets pod-deletion-cost 100, so it must survive)"));
-    let cost = serde_json::json!({"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "100"}}});
-    pods_api.patch(keep, &PatchParams::default(), &Patch::Merge(&cost)).await?;
-    scale(&rss, "web", 2).await?;
-    converge(&rss, &pods_api, "web", 2, &mut log).await?;
-    show_pods(&pods_api).await?;
-    show_status(&rss).await?;
-    println!("  the two new, unscheduled, not-ready pods went first, then the most recently ready; {keep} survived");
-
-    step("events on the ReplicaSet (what `kubectl describe rs web` shows)");
-    show_events(&Api::<Event>::namespaced(client.clone(), ns.name())).await?;
-
-    step("stopping the host and the control plane");
-    controller.shutdown().await;
-    cp.stop();
-    println!("  everything the demo started is stopped\n");
+    println!("  {node} cordoned; evicted {}", victims.join(", "));
     Ok(())
 }
 
@@ -163,6 +285,9 @@ fn print_record(record: &SyncRecord) {
         }
         Ok(summary) if summary.contains("status unchanged") => return,
         Ok(summary) => summary.clone(),
+        Err(e) if e.contains("is not as new as written version") => {
+            format!("waits: the cache has not seen our own last write yet ({e})")
+        }
         Err(e) => format!("failed, will retry: {e}"),
     };
     let (_, dim, reset) = *STYLE;
@@ -191,14 +316,6 @@ async fn wait_status(
         Ok(ok(&status).then_some(()))
     })
     .await
-}
-
-async fn pod_names(pods: &Api<Pod>) -> Result<Vec<String>> {
-    let mut list = pods.list(&ListParams::default()).await?.items;
-    list.sort_by(|a, b| {
-        a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp).then(a.metadata.name.cmp(&b.metadata.name))
-    });
-    Ok(list.into_iter().filter_map(|p| p.metadata.name).collect())
 }
 
 async fn show_pods(pods: &Api<Pod>) -> Result<()> {
@@ -241,12 +358,10 @@ async fn show_status(rss: &Api<ReplicaSet>) -> Result<()> {
 async fn show_events(events: &Api<Event>) -> Result<()> {
     // Events are written asynchronously; give the last ones a moment.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut list = events.list(&ListParams::default()).await?.items;
+    let mut list = events.list(&ListParams::default().fields("involvedObject.kind=ReplicaSet")).await?.items;
     list.sort_by(|a, b| a.first_timestamp.cmp(&b.first_timestamp).then(a.metadata.name.cmp(&b.metadata.name)));
     println!("  {:<8} {:<18} {:<6} {:<22} MESSAGE", "TYPE", "REASON", "COUNT", "FROM");
-    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
     for e in &list {
-        *by_reason.entry(e.reason.clone().unwrap_or_default()).or_default() += 1;
         println!(
             "  {:<8} {:<18} {:<6} {:<22} {}",
             e.type_.clone().unwrap_or_default(),
