@@ -305,6 +305,7 @@ mod tests {
         let run = |end_state| RunResult { end_state, elapsed: Duration::from_secs(3), setup: None };
         Outcome {
             scenario: Scenario {
+                live: false,
                 name: "s",
                 purpose: "p",
                 steps: Vec::new(),

@@ -23,6 +23,7 @@
 pub mod capture;
 pub mod compare;
 pub mod end_state;
+pub mod live_scenarios;
 pub mod runner;
 pub mod scenario;
 pub mod scenarios;

@@ -8,17 +8,21 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use host::testkit;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{Node, Pod, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
 
 use super::capture::{self, pod_id};
 use super::end_state::EndState;
 use super::scenario::{DELETION_COST_ANNOTATION, FakeOwner, ID_ANNOTATION, Scenario, Since, Step};
 use crate::pods::{controller_uid, is_active, is_ready};
-use crate::{ControlPlane, KcmOptions, KubeControllerManager, TestNamespace, consistently, eventually, pods};
+use crate::stages::{Behaviour, Lifecycle};
+use crate::{
+    ControlPlane, KcmOptions, KubeControllerManager, LiveCluster, LiveOptions, TestNamespace, consistently, eventually,
+    live, pods,
+};
 
 /// The UID of the made-up ReplicaSet owning [`Step::CreateForeignPod`]'s pods.
 const FOREIGN_OWNER_UID: &str = "6d1f5c2e-0000-4000-8000-0000000f0e19";
@@ -70,10 +74,51 @@ pub async fn run(scenario: &Scenario, controller: Controller) -> RunResult {
     RunResult { end_state, elapsed: started.elapsed(), setup }
 }
 
+/// kwok behaviour: Ready at once.
+pub const READY: &str = "ready";
+/// kwok behaviour: Running, never Ready.
+pub const NEVER_READY: &str = "never-ready";
+/// kwok behaviour: Ready for 1 s, crashed for 1 s (restart count rising), again and again.
+pub const CRASH_LOOP: &str = "crash-loop";
+
+/// The live cluster of the live scenarios: three nodes, pods Ready at once unless they follow
+/// one of the named behaviours.
+pub fn live_options() -> LiveOptions {
+    let second = Duration::from_secs(1);
+    LiveOptions::default()
+        .with_behaviour(READY, Behaviour::ready_after(Duration::ZERO))
+        .with_behaviour(NEVER_READY, Behaviour::new(Lifecycle::NeverReady))
+        .with_behaviour(CRASH_LOOP, Behaviour::new(Lifecycle::CrashLoop { ready_for: second, crashed_for: second }))
+}
+
+/// The cluster a scenario runs on.
+enum Plane {
+    Bare(Box<ControlPlane>),
+    Live(Box<LiveCluster>),
+}
+
+impl Plane {
+    async fn start(live: bool) -> Result<Self> {
+        Ok(if live {
+            Plane::Live(Box::new(LiveCluster::start(live_options()).await.context("starting a private live cluster")?))
+        } else {
+            Plane::Bare(Box::new(ControlPlane::start().await.context("starting a private control plane")?))
+        })
+    }
+
+    fn control_plane(&self) -> &ControlPlane {
+        match self {
+            Plane::Bare(cp) => cp,
+            Plane::Live(cluster) => cluster.control_plane(),
+        }
+    }
+}
+
 async fn run_inner(scenario: &Scenario, controller: Controller, setup: &mut Option<Duration>) -> Result<EndState> {
     let started = Instant::now();
-    let cp = ControlPlane::start().await.context("starting a private control plane")?;
-    let running = Running::start(&cp, controller).await?;
+    let plane = Plane::start(scenario.live).await?;
+    let cp = plane.control_plane();
+    let running = Running::start(cp, controller).await?;
     *setup = Some(started.elapsed());
     let outcome = async {
         let ns = cp.create_namespace(scenario.name).await?;
@@ -89,7 +134,7 @@ async fn run_inner(scenario: &Scenario, controller: Controller, setup: &mut Opti
         ok => ok,
     };
     running.stop().await;
-    drop(cp);
+    drop(plane);
     outcome.with_context(|| format!("{controller} run"))
 }
 
@@ -179,6 +224,21 @@ impl Runner {
         Self { ns, ids: BTreeMap::new(), replica_sets: Vec::new(), snapshots: Vec::new(), anchor }
     }
 
+    /// `kubectl drain` of the node pod `id` runs on: cordon it, then evict every pod on it.
+    async fn drain_node_of(&self, id: u32) -> Result<()> {
+        let pods = self.ns.api::<Pod>();
+        let node =
+            pods.get(self.pod_name(id)?).await?.spec.and_then(|s| s.node_name).context("the pod is not scheduled")?;
+        let cordon = serde_json::json!({"spec": {"unschedulable": true}});
+        kube::Api::<Node>::all(self.client().clone())
+            .patch(&node, &PatchParams::default(), &Patch::Merge(&cordon))
+            .await?;
+        for pod in pods.list(&ListParams::default().fields(&format!("spec.nodeName={node}"))).await?.items {
+            pods.evict(&pod.metadata.name.unwrap_or_default(), &EvictParams::default()).await?;
+        }
+        Ok(())
+    }
+
     fn client(&self) -> &kube::Client {
         self.ns.client()
     }
@@ -198,8 +258,11 @@ impl Runner {
         let pods = self.ns.api::<Pod>();
         let rss = self.ns.api::<ReplicaSet>();
         match step {
-            Step::CreateReplicaSet { name, replicas, min_ready_seconds, owner, tier } => {
-                let rs = replica_set(name, *replicas, *min_ready_seconds, owner.as_ref(), *tier);
+            Step::CreateReplicaSet { name, replicas, min_ready_seconds, owner, tier, behaviour } => {
+                let mut rs = replica_set(name, *replicas, *min_ready_seconds, owner.as_ref(), *tier);
+                if let Some(behaviour) = behaviour {
+                    rs = live::with_behaviour(rs, behaviour);
+                }
                 rss.create(&PostParams::default(), &rs).await?;
                 self.replica_sets.push(name);
             }
@@ -267,6 +330,17 @@ impl Runner {
                 pods.patch(self.pod_name(*id)?, &PatchParams::default(), &Patch::Merge(patch)).await?;
             }
             Step::Sleep(d) => tokio::time::sleep(*d).await,
+            Step::SwitchBehaviour { id, behaviour } => {
+                live::switch_behaviour(&pods, self.pod_name(*id)?, behaviour).await?;
+            }
+            Step::DrainNodeOf { id } => self.drain_node_of(*id).await?,
+            Step::WaitReady { rs, ready } => {
+                eventually(&format!("{rs} readyReplicas {ready}"), CONVERGE_TIMEOUT, || async {
+                    let status = rss.get(rs).await?.status.unwrap_or_default();
+                    Ok((status.ready_replicas.unwrap_or(0) == *ready).then_some(()))
+                })
+                .await?;
+            }
             Step::Snapshot { label } => {
                 let now = capture::settled(&self.ns, &self.replica_sets, &self.snapshots).await?;
                 self.snapshots.extend(

@@ -20,6 +20,10 @@ pub struct Scenario {
     pub name: &'static str,
     /// What the scenario checks, one line.
     pub purpose: &'static str,
+    /// Whether it runs on a live cluster (kube-scheduler places the pods on kwok's fake nodes,
+    /// which run them through [`super::runner::live_options`]' behaviours) rather than on a bare
+    /// control plane where the scenario plays kubelet and scheduler itself.
+    pub live: bool,
     /// The steps, in order.
     pub steps: Vec<Step>,
     /// What the scenario is built to produce: `(field, value)` pairs of [`super::EndState::fields`]
@@ -71,6 +75,8 @@ pub enum Step {
         /// An extra template label `tier: <tier>` the selector does not require: pods without it
         /// (adopted ones) are not counted in `fullyLabeledReplicas`.
         tier: Option<&'static str>,
+        /// On a live cluster, the kwok behaviour its pods follow (the cluster's default if `None`).
+        behaviour: Option<&'static str>,
     },
     /// Sets `spec.replicas` (merge patch).
     Scale {
@@ -171,6 +177,25 @@ pub enum Step {
     },
     /// Sleeps.
     Sleep(Duration),
+    /// Live cluster: the pod follows kwok behaviour `behaviour` from now on.
+    SwitchBehaviour {
+        /// Pod id.
+        id: u32,
+        /// One of [`super::runner::live_options`]' behaviours.
+        behaviour: &'static str,
+    },
+    /// Live cluster: `kubectl drain` of the node pod `id` runs on: cordoned, its pods evicted.
+    DrainNodeOf {
+        /// Pod id.
+        id: u32,
+    },
+    /// Waits until `status.readyReplicas` is `ready`.
+    WaitReady {
+        /// The ReplicaSet.
+        rs: &'static str,
+        /// Ready replicas.
+        ready: i32,
+    },
     /// Sets a ResourceQuota `pods` with `hard: {pods: <pods>}`, and its status as the quota
     /// controller (which does not run) would: `hard` likewise, `used` 0 when created. The quota
     /// admission plugin then counts creates into `status.used` and rejects those over `hard`.

@@ -43,7 +43,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn create(name: &'static str, replicas: i32) -> Step {
-    Step::CreateReplicaSet { name, replicas, min_ready_seconds: 0, owner: None, tier: None }
+    Step::CreateReplicaSet { name, replicas, min_ready_seconds: 0, owner: None, tier: None, behaviour: None }
 }
 
 fn converge(rs: &'static str) -> Step {
@@ -77,21 +77,31 @@ const DEPLOYMENT: FakeOwner = FakeOwner { name: "web-deployment", uid: "6d1f5c2e
 
 /// Every scenario, in the order they are reported.
 pub fn all() -> Vec<Scenario> {
+    let mut all = bare();
+    all.extend(super::live_scenarios::all());
+    all
+}
+
+/// The scenarios on a bare control plane, where the scenario plays kubelet and scheduler.
+fn bare() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "scale-up-0-to-5",
+            live: false,
             purpose: "a ReplicaSet of 0 scaled to 5 gets 5 pods (slow-start batches) and its status",
             steps: vec![create("web", 0), converge("web"), scale("web", 5), converge("web")],
             expect: vec![("web.pods.active", "5 [new new new new new]"), ("web.status.replicas", "5")],
         },
         Scenario {
             name: "scale-down-3-to-0",
+            live: false,
             purpose: "scaling to 0 deletes every pod (no ranking: all go)",
             steps: then_scale_web(web_with(3), 0),
             expect: vec![("web.pods.active", "-"), ("web.status.replicas", "0")],
         },
         Scenario {
             name: "rule-1-unassigned-first",
+            live: false,
             purpose: "5->2: the 3 pods on no node go before the 2 bound ones",
             steps: then_scale_web(
                 [web_with(5), vec![Step::Bind { id: 0, node: "node-a" }, Step::Bind { id: 1, node: "node-b" }]]
@@ -102,6 +112,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "rule-1-beats-rules-2-and-3",
+            live: false,
             purpose: "5->2: unassigned Running+Ready pods go before bound Pending ones",
             steps: then_scale_web(
                 [
@@ -121,12 +132,14 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "rule-2-pending-before-running",
+            live: false,
             purpose: "5->2: the 3 Pending pods go before the 2 Running (not ready) ones",
             steps: then_scale_web([web_with(5), vec![running(0, false, HOUR), running(1, false, HOUR)]].concat(), 2),
             expect: vec![("web.pods.active", "2 [0 1]")],
         },
         Scenario {
             name: "rule-2-phase-order",
+            live: false,
             purpose: "Pending < Unknown < Running: 5->3 keeps the Unknown pod over 2 Pending; 3->2 drops it",
             steps: [
                 web_with(5),
@@ -147,12 +160,14 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "rule-3-not-ready-before-ready",
+            live: false,
             purpose: "5->2, all Running: the 3 not-ready pods go before the 2 ready ones",
             steps: then_scale_web([web_with(5), (0..5).map(|id| running(id, id < 2, HOUR)).collect()].concat(), 2),
             expect: vec![("web.pods.active", "2 [0 1]")],
         },
         Scenario {
             name: "rule-3-beats-rule-4",
+            live: false,
             purpose: "5->2: not-ready pods with deletion cost 100 go before ready ones with cost -10",
             steps: then_scale_web(
                 [
@@ -167,6 +182,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "rule-4-deletion-cost",
+            live: false,
             purpose: "5->2: the 3 lowest pod-deletion-costs go (-5, unset = 0, 10; 50 and 100 stay)",
             steps: then_scale_web(
                 [
@@ -185,6 +201,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "rule-5-colocation",
+            live: false,
             purpose: "5->2, RS owned by a Deployment: the 3 pods sharing node-a go, though they were ready longer",
             steps: then_scale_web(
                 [
@@ -195,6 +212,7 @@ pub fn all() -> Vec<Scenario> {
                             min_ready_seconds: 0,
                             owner: Some(DEPLOYMENT),
                             tier: None,
+                            behaviour: None,
                         },
                         converge("web"),
                         identify("web", 5),
@@ -216,6 +234,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "rule-5-colocation-across-sibling-replicasets",
+            live: false,
             purpose: "web 4->2: colocation counts the pods of a sibling ReplicaSet with the same Deployment owner",
             steps: [
                 vec![
@@ -225,6 +244,7 @@ pub fn all() -> Vec<Scenario> {
                         min_ready_seconds: 0,
                         owner: Some(DEPLOYMENT),
                         tier: None,
+                        behaviour: None,
                     },
                     Step::CreateReplicaSet {
                         name: "sibling",
@@ -232,6 +252,7 @@ pub fn all() -> Vec<Scenario> {
                         min_ready_seconds: 0,
                         owner: Some(DEPLOYMENT),
                         tier: None,
+                        behaviour: None,
                     },
                     converge("web"),
                     converge("sibling"),
@@ -251,6 +272,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "rule-6-ready-time",
+            live: false,
             purpose: "5->2, all ready: the 3 most recently ready (10 s, 1 min, 10 min ago) go; the two ready 10 h stay",
             steps: then_scale_web(
                 [
@@ -270,6 +292,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "rule-6-ready-without-transition-time",
+            live: false,
             purpose: "5->2: pods Ready with no lastTransitionTime (zero time) count as the most recently ready",
             steps: then_scale_web(
                 [
@@ -284,6 +307,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "rule-7-restarts",
+            live: false,
             purpose: "5->2, all ready since the same instant: the 3 with most restarts (5, 3, 1) go",
             steps: then_scale_web(
                 [
@@ -301,6 +325,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "rule-8-creation-time",
+            live: false,
             purpose: "3->1: the 2 pods created 6 s after the first go (ages > 2x apart: different log2 buckets)",
             steps: vec![
                 create("web", 1),
@@ -319,6 +344,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "orphans-adopted-surplus-deleted-inactive-and-foreign-left",
+            live: false,
             purpose: "a new ReplicaSet of 2 adopts its 3 active orphans and deletes the Pending one; it leaves \
                       Failed, Succeeded and terminating orphans and another controller's pod alone",
             steps: vec![
@@ -351,6 +377,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "relabel-in-adopted-surplus-deleted",
+            live: false,
             purpose: "a ready pod relabelled into a running ReplicaSet of 3 is adopted; the Pending pod goes; \
                       the adopted pod lacks the template's tier label (fullyLabeledReplicas 2)",
             steps: vec![
@@ -360,6 +387,7 @@ pub fn all() -> Vec<Scenario> {
                     min_ready_seconds: 0,
                     owner: None,
                     tier: Some("front"),
+                    behaviour: None,
                 },
                 converge("web"),
                 identify("web", 3),
@@ -380,12 +408,14 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "relabel-out-released-and-replaced",
+            live: false,
             purpose: "a pod relabelled out of the selector is released (owner reference removed) and replaced",
             steps: [web_with(3), vec![Step::Relabel { id: 1, app: "elsewhere" }, converge("web")]].concat(),
             expect: vec![("web.pods.active", "3 [0 2 new]"), ("unowned pods", "1(app=elsewhere Pending)")],
         },
         Scenario {
             name: "failed-and-terminating-pods-replaced",
+            live: false,
             purpose: "a Failed pod and a terminating one are replaced, kept (still owned) and not counted as replicas",
             steps: [
                 web_with(3),
@@ -406,10 +436,25 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "min-ready-seconds-availability",
+            live: false,
             purpose: "availableReplicas with minReadySeconds 1 (requeued once the time passes) and 3600",
             steps: vec![
-                Step::CreateReplicaSet { name: "web", replicas: 3, min_ready_seconds: 1, owner: None, tier: None },
-                Step::CreateReplicaSet { name: "slow", replicas: 2, min_ready_seconds: 3600, owner: None, tier: None },
+                Step::CreateReplicaSet {
+                    name: "web",
+                    replicas: 3,
+                    min_ready_seconds: 1,
+                    owner: None,
+                    tier: None,
+                    behaviour: None,
+                },
+                Step::CreateReplicaSet {
+                    name: "slow",
+                    replicas: 2,
+                    min_ready_seconds: 3600,
+                    owner: None,
+                    tier: None,
+                    behaviour: None,
+                },
                 converge("web"),
                 converge("slow"),
                 identify("web", 3),
@@ -428,6 +473,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "quota-exceeded-then-scaled-within",
+            live: false,
             purpose: "a pod quota of 2 under a ReplicaSet of 3: FailedCreate and ReplicaFailure; scaled to 2, the \
                       condition goes",
             steps: vec![
@@ -446,6 +492,7 @@ pub fn all() -> Vec<Scenario> {
         },
         Scenario {
             name: "replicaset-being-deleted-is-not-scaled",
+            live: false,
             purpose: "a ReplicaSet with a deletionTimestamp (foreground deletion, no GC) scaled 3->5 gets no pods",
             steps: [
                 web_with(3),
