@@ -9,6 +9,8 @@
 
 pub mod client;
 pub mod environment;
+pub mod lifecycle;
+pub mod lifecycle_report;
 pub mod procfs;
 pub mod raw;
 pub mod report;
@@ -25,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use lifecycle::LifecyclePlan;
+use lifecycle_report::LifecycleRows;
 use report::{Results, SteadyRow, SwapRow};
 use scenarios::{Phase, Scenario};
 use steady::SteadyPlane;
@@ -64,7 +68,7 @@ pub struct Options {
     /// Do not (re)build `host-process` first; use the one next to this binary as it is.
     #[arg(long)]
     pub no_build: bool,
-    /// Run only these parts (comma-separated): default, raised, steady, swap, probe.
+    /// Run only these parts (comma-separated): default, raised, steady, lifecycle, swap, probe.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -109,6 +113,8 @@ pub struct Plan {
     pub swaps: usize,
     /// Client probe: pods per slow-start sequence (0: skip).
     pub probe_pods: usize,
+    /// The lifecycle tier on a live cluster, if run (at the raised limits).
+    pub lifecycle: Option<LifecyclePlan>,
 }
 
 const fn sc(rs: usize, replicas: i32, scale_to: Option<i32>) -> Scenario {
@@ -149,6 +155,12 @@ impl Plan {
                 swaps: 3,
                 // A diagnostic, not a figure of the report: only when asked for.
                 probe_pods: if options.only.iter().any(|p| p == "probe") { 255 } else { 0 },
+                lifecycle: wants("lifecycle").then_some(LifecyclePlan {
+                    ramp: (10, 5),
+                    churn: (25, 20),
+                    churn_share: 0.02,
+                    churn_for: Duration::from_secs(10),
+                }),
             }
         } else {
             let full = vec![sc(1, 500, None), sc(100, 20, Some(5)), sc(1000, 1, None)];
@@ -186,11 +198,60 @@ impl Plan {
                 swap_sizes: if wants("swap") { vec![0, 300 * 1024] } else { vec![] },
                 swaps: 5,
                 probe_pods: if wants("probe") { 511 } else { 0 },
+                lifecycle: wants("lifecycle").then_some(LifecyclePlan {
+                    ramp: (100, 20),
+                    churn: (250, 20),
+                    churn_share: 0.02,
+                    churn_for: Duration::from_secs(60),
+                }),
             }
         };
         plan.tiers.sort_by_key(|t| if t.key == "default" { 0 } else { 1 });
         plan
     }
+}
+
+/// The lifecycle tier: ramp, then churn, alternating subjects, `runs` times each.
+async fn run_lifecycle(plan: &LifecyclePlan, limits: Limits, runs: usize) -> Result<LifecycleRows> {
+    let mut rows = LifecycleRows::default();
+    let (rs, per) = plan.ramp;
+    for run in 1..=runs {
+        for subject in [Subject::Upstream, Subject::Host] {
+            let m = lifecycle::ramp(subject, limits, rs, per)
+                .await
+                .with_context(|| format!("lifecycle ramp, {}, run {run}", subject.name()))?;
+            progress(&format!(
+                "lifecycle ramp {rs}×{per} | run {run}/{runs} | {}: all available in {:.2} s, cpu {:.2} s, peak {:.0} MiB, {:.0} requests",
+                subject.name(),
+                m.wall,
+                m.cpu,
+                m.peak_rss_mib,
+                m.requests.values().sum::<f64>()
+            ));
+            rows.ramp.entry(subject).or_default().push(m);
+        }
+    }
+    for run in 1..=runs {
+        for subject in [Subject::Upstream, Subject::Host] {
+            let m = lifecycle::churn(subject, limits, plan.churn, plan.churn_share, plan.churn_for)
+                .await
+                .with_context(|| format!("lifecycle churn, {}, run {run}", subject.name()))?;
+            progress(&format!(
+                "lifecycle churn {}×{} | run {run}/{runs} | {}: {:.0} pod updates, cpu {:.2} s ({:.1} ms/1k updates), {:.0} status writes, p50 {:.0} ms, p99 {:.0} ms",
+                plan.churn.0,
+                plan.churn.1,
+                subject.name(),
+                m.pod_updates,
+                m.cpu,
+                m.cpu_ms_per_1000_updates(),
+                m.status_writes,
+                m.latency_p50 * 1000.0,
+                m.latency_p99 * 1000.0
+            ));
+            rows.churn.entry(subject).or_default().push(m);
+        }
+    }
+    Ok(rows)
 }
 
 /// Runs the benchmark and writes the report.
@@ -288,6 +349,11 @@ pub async fn main(options: Options) -> Result<()> {
         }
         plane.cp.stop();
         results.steady = Some(row);
+    }
+
+    if let Some(lifecycle) = plan.lifecycle {
+        let raised = Limits { qps: options.raised_qps, burst: options.raised_burst, workers: options.raised_workers };
+        results.lifecycle = run_lifecycle(&lifecycle, raised, runs).await?;
     }
 
     if !plan.swap_sizes.is_empty() {

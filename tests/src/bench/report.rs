@@ -57,7 +57,8 @@ pub fn num(x: f64) -> String {
     }
 }
 
-fn cell(s: Option<Stat>) -> String {
+/// `median (min–max)`, or `–`.
+pub fn cell(s: Option<Stat>) -> String {
     match s {
         Some(s) if s.min == s.max => num(s.median),
         Some(s) => format!("{} ({}–{})", num(s.median), num(s.min), num(s.max)),
@@ -65,14 +66,16 @@ fn cell(s: Option<Stat>) -> String {
     }
 }
 
-fn ratio(a: Option<Stat>, b: Option<Stat>) -> Option<f64> {
+/// `a / b` of the medians.
+pub fn ratio(a: Option<Stat>, b: Option<Stat>) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) if b.median != 0.0 => Some(a.median / b.median),
         _ => None,
     }
 }
 
-fn ratio_cell(r: Option<f64>) -> String {
+/// A ratio with two decimals, or `–`.
+pub fn ratio_cell(r: Option<f64>) -> String {
     r.map_or_else(|| "–".into(), |r| format!("{r:.2}"))
 }
 
@@ -135,6 +138,8 @@ pub struct Results {
     pub swap: Vec<SwapRow>,
     /// The client probe, if run.
     pub probe: Vec<super::client::ProbeRow>,
+    /// The lifecycle tier, if run.
+    pub lifecycle: super::lifecycle_report::LifecycleRows,
 }
 
 impl Results {
@@ -158,6 +163,7 @@ impl Results {
             steady: None,
             swap: Vec::new(),
             probe: Vec::new(),
+            lifecycle: super::lifecycle_report::LifecycleRows::default(),
         }
     }
 
@@ -212,6 +218,14 @@ impl Results {
         self.write_main(md)?;
         self.write_guest(md)?;
         self.write_steady(md)?;
+        if let Some(lifecycle) = &self.plan.lifecycle {
+            let limits = self
+                .tiers
+                .iter()
+                .find(|t| t.key == "raised")
+                .map_or_else(|| "raised limits".to_string(), |t| t.limits.label());
+            md.push_str(&self.lifecycle.markdown(lifecycle, &limits)?);
+        }
         self.write_swap(md)?;
         if !self.probe.is_empty() {
             md.push_str(&super::client::probe_markdown(&self.probe));
