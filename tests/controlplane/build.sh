@@ -174,5 +174,6 @@ fi
 build_wrapped toxiproxy github.com/Shopify/toxiproxy/v2 "$TOXIPROXY_VERSION" github.com/Shopify/toxiproxy/v2/cmd/server
 
 "$BIN/kube-apiserver" --version >&2
-"$BIN/etcd" --version | head -1 >&2
+# sed reads to the end (head would close the pipe early and fail the script under pipefail).
+"$BIN/etcd" --version | sed -n 1p >&2
 echo "$BIN"
