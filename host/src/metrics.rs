@@ -76,6 +76,11 @@ struct SwapLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
 /// Every metric the host records.
 #[derive(Debug)]
 pub struct Metrics {
@@ -83,6 +88,7 @@ pub struct Metrics {
     work_duration: Family<QueueName, Histogram>,
     syncs: Family<SyncLabels, Counter>,
     sync_duration: Histogram,
+    sync_phases: Family<PhaseLabels, Histogram>,
     stale_sync_skips: Family<GroupResource, Counter>,
     guest_call_duration: Family<CallLabels, Histogram>,
     guest_fuel: Family<ModuleLabels, Counter>,
@@ -103,6 +109,8 @@ impl Default for Metrics {
             work_duration: Family::new_with_constructor(queue_buckets),
             syncs: Family::default(),
             sync_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            // 1 µs to ~16 s: one step of a sync is anything from a lookup to a throttled write.
+            sync_phases: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1e-6, 2.0, 25))),
             stale_sync_skips: Family::default(),
             guest_call_duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1e-5, 2.0, 18))),
             guest_fuel: Family::default(),
@@ -125,6 +133,12 @@ impl Metrics {
     /// A worker spent `seconds` on a key.
     pub fn observe_work(&self, seconds: f64) {
         self.work_duration.get_or_create(&QUEUE).observe(seconds);
+    }
+
+    /// One step of a sync (`gate`, `snapshot`, `guest`, `claims`, `scale`, `status`) took
+    /// `seconds`; `guest` includes the hop to the thread that runs the call.
+    pub fn observe_phase(&self, phase: &'static str, seconds: f64) {
+        self.sync_phases.get_or_create(&PhaseLabels { phase }).observe(seconds);
     }
 
     /// A sync ended with `result` (`success` or an error label) after `seconds`.
@@ -212,6 +226,11 @@ impl Metrics {
             "wasm_replicaset_sync_duration_seconds",
             "How long one ReplicaSet sync takes",
             self.sync_duration.clone(),
+        );
+        registry.register(
+            "wasm_replicaset_sync_phase_seconds",
+            "How long each step of a sync takes (gate, snapshot, guest, claims, scale, status)",
+            self.sync_phases.clone(),
         );
     }
 

@@ -145,7 +145,9 @@ impl<A: ApiCalls> Engine<A> {
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
         let (namespace, name) = key.split_once('/').ok_or_else(|| SyncError::InvalidKey(key.to_string()))?;
+        let mut laps = Laps::new(&self.shared.metrics);
         self.consistency_gate(key)?;
+        laps.lap("gate");
         let Some(rs) = self.shared.replica_sets.get(namespace, name) else {
             self.forget(key);
             report.gone = true;
@@ -153,7 +155,9 @@ impl<A: ApiCalls> Engine<A> {
         };
         let started = Instant::now();
         let projection = self.snapshot(key, &rs);
+        laps.lap("snapshot");
         let planned = self.plan_and_claim(&rs, projection, policy, report).await;
+        laps.split("guest", "claims", report.guest_time);
         if let Err(SyncError::Input(error)) = &planned {
             let message = format!(
                 "The policy fails on this ReplicaSet's pods, and so does the last good module; nothing was changed: {error}"
@@ -165,9 +169,11 @@ impl<A: ApiCalls> Engine<A> {
         };
         let scaled = scale::apply(self, key, &rs, &projection, &plan).await;
         (report.created, report.deleted) = (scaled.created, scaled.deleted);
+        laps.lap("scale");
         let status = self.status_after_scaling(&projection, &plan, &scaled, policy, report).await?;
         report.status_written = !status_unchanged(&rs, &status);
         self.writes.update_status(&rs, &status).await.map_err(SyncError::Status)?;
+        laps.lap("status");
         // A scale error is retried with backoff, and without an availability check.
         if let Some(error) = scaled.error {
             return Err(SyncError::Scale(error));
@@ -348,6 +354,34 @@ impl<A: ApiCalls> Engine<A> {
             }
         }
         per_node
+    }
+}
+
+/// Times the steps of one sync into `wasm_replicaset_sync_phase_seconds`.
+struct Laps<'a> {
+    metrics: &'a crate::metrics::Metrics,
+    since: Instant,
+}
+
+impl<'a> Laps<'a> {
+    fn new(metrics: &'a crate::metrics::Metrics) -> Self {
+        Self { metrics, since: Instant::now() }
+    }
+
+    /// The step `phase` ended now.
+    fn lap(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.metrics.observe_phase(phase, now.duration_since(self.since).as_secs_f64());
+        self.since = now;
+    }
+
+    /// Two interleaved steps ended now, of which `first` took `first_took`.
+    fn split(&mut self, first: &'static str, second: &'static str, first_took: Duration) {
+        let now = Instant::now();
+        let total = now.duration_since(self.since);
+        self.metrics.observe_phase(first, first_took.as_secs_f64());
+        self.metrics.observe_phase(second, total.saturating_sub(first_took).as_secs_f64());
+        self.since = now;
     }
 }
 

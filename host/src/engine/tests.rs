@@ -287,3 +287,16 @@ async fn orphans_the_selector_does_not_match_never_reach_the_policy() {
     assert!(snapshot.label_sets.iter().all(|set| set.len() < 10), "no junk label reached the guest");
     assert_eq!(snapshot.pod_names(&plan.adopt), "adoptable");
 }
+
+#[tokio::test]
+async fn a_sync_times_each_of_its_steps() {
+    let engine = engine(RecordingApi::default());
+    add_replica_set(&engine, replica_set(3));
+    add_pods(&engine, 1);
+    engine.sync_replica_set(KEY).await.unwrap();
+    let metrics = engine.shared.metrics.encode();
+    for phase in ["gate", "snapshot", "guest", "claims", "scale", "status"] {
+        let count = format!("wasm_replicaset_sync_phase_seconds_count{{phase=\"{phase}\"}} 1");
+        assert!(metrics.contains(&count), "no {count} in\n{metrics}");
+    }
+}
