@@ -224,3 +224,16 @@ fn call_stats_report_fuel_and_memory() {
     assert!(stats.fuel > 0 && stats.fuel < 20_000_000, "{stats:?}");
     assert!(stats.memory_high_water > 0, "{stats:?}");
 }
+
+#[test]
+fn every_call_starts_from_a_pristine_instance() {
+    // The guest counts its calls in a static and leaks memory each time; reused instances (or
+    // a pool slot handed back without its memory reset) would show a count above 1.
+    let sandbox = sandbox();
+    let module = sandbox.compile(test_guests::STATEFUL).unwrap();
+    for _ in 0..20 {
+        let (plan, stats) = sandbox.reconcile_blocking(&module, "default/foobar", &snapshot()).unwrap();
+        assert_eq!(plan.unwrap().requeue_after, Some(1_000_000_000), "a call saw state from an earlier one");
+        assert!(stats.memory_high_water < 4 << 20, "{} bytes", stats.memory_high_water);
+    }
+}

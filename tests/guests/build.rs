@@ -9,7 +9,7 @@ fn main() -> anyhow::Result<()> {
     let misbehaving = here.join("misbehaving");
     let foreign = here.join("foreign");
     let guest_src = workspace.join("guest-replicaset/src");
-    for behaviour in ["spin", "oom", "panic", "bad-plan", "slow", "trap-on-boom"] {
+    for behaviour in ["spin", "oom", "panic", "bad-plan", "slow", "trap-on-boom", "stateful"] {
         guest_build::build_component(
             &guest_build::Guest {
                 workspace: &workspace,

@@ -34,6 +34,11 @@ guest!(
     TRAP_ON_BOOM, "trap-on-boom"
 );
 guest!(
+    /// Counts its calls in a static and leaks memory on each: `requeue-after` is the count in
+    /// seconds, so a call that does not start from a pristine instance shows.
+    STATEFUL, "stateful"
+);
+guest!(
     /// The example guest `examples/guest-newest-first`: scale-downs delete the newest pods.
     NEWEST_FIRST, "newest-first"
 );

@@ -1,4 +1,4 @@
-//! One guest, six misbehaviours, picked by cargo feature at build time.
+//! One guest, seven misbehaviours, picked by cargo feature at build time.
 // Each feature leaves the code of the others unreachable or unused.
 #![allow(unreachable_code, unused_variables, dead_code)]
 
@@ -51,6 +51,17 @@ impl bindings::Guest for Misbehaving {
                 panic_with_log(&format!("refusing ReplicaSet {}", snapshot.replica_set.name));
             }
             return guest_replicaset::reconcile(&snapshot);
+        }
+        #[cfg(feature = "stateful")]
+        {
+            // Tries to carry state from one call to the next: a counter in a static and a
+            // heap allocation it leaks. On a pristine instance every call reads 1.
+            static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let calls = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            std::mem::forget(std::hint::black_box(vec![0u8; 64 << 10]));
+            let mut plan = empty_plan(&snapshot);
+            plan.requeue_after = Some(calls * 1_000_000_000);
+            return Ok(plan);
         }
         #[cfg(feature = "slow")]
         {
