@@ -17,6 +17,7 @@
 //! - [`status`] — `calculateStatus` and the status after a failed scale.
 //! - [`condition`] — `GetCondition`, `SetCondition`, `RemoveCondition`.
 //! - [`availability`] — `IsPodAvailable` and `FindMinNextPodAvailabilityCheck`.
+//! - `alloc` (wasm only) — the bump allocator every call's fresh instance uses.
 //!
 //! Everything except the `impl Guest` below is plain Rust over the generated types, which compile
 //! natively too, so the policy is unit-tested with `cargo test` and callable from the host.
@@ -37,6 +38,8 @@ pub mod bindings {
     });
 }
 
+#[cfg(target_arch = "wasm32")]
+pub mod alloc;
 pub mod availability;
 pub mod claims;
 pub mod condition;
@@ -60,6 +63,12 @@ pub use status::status_after_scale_error;
 pub use view::View;
 
 use bindings::Guest;
+
+/// Every guest built on this crate allocates from a bump arena (see [`alloc`]): each call runs
+/// on a fresh instance, so memory is never reused.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: alloc::BumpAllocator = alloc::BumpAllocator;
 
 /// The component's exports: a thin shell over [`reconcile`] and [`status_after_scale_error`].
 // Natively (and for guests that export their own policy) nothing constructs it.
