@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use host::{
     contract::{Controller, LabelSelector, Node, Pod, PodPhase, ReplicaSet, ReplicaSetStatus, Snapshot},
     embedded::DEFAULT_POLICY,
-    sandbox::{Sandbox, SandboxLimits},
+    sandbox::{PolicyModule, Sandbox, SandboxLimits},
     snapshot::StringTable,
 };
 use policy_kit::native::{self, NativeSnapshot};
@@ -105,13 +105,31 @@ fn median(mut f: impl FnMut()) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// `POLICY_BENCH_PROFILE=<pods>`: calls the sandbox on a snapshot of that many pods for ten
+/// seconds and nothing else, for `perf record` to look at.
+fn profile(sandbox: &Sandbox, module: &PolicyModule, pods: usize) {
+    let snapshot = scale_down_snapshot(pods);
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut calls = 0u64;
+    while Instant::now() < until {
+        sandbox.reconcile_blocking(module, "default/web", &snapshot).expect("sandboxed call");
+        calls += 1;
+    }
+    println!("{calls} calls of {pods} pods in 10 s: {:.1} µs each", 1e7 / calls as f64);
+}
+
 fn main() {
     let sandbox = Sandbox::new(SandboxLimits::default()).expect("sandbox");
     let module = sandbox.compile(DEFAULT_POLICY).expect("the default policy compiles");
+    if let Some(pods) = std::env::var("POLICY_BENCH_PROFILE").ok().and_then(|p| p.parse().ok()) {
+        return profile(&sandbox, &module, pods);
+    }
     println!("default policy: {} ({} bytes)\n", module.digest, module.size);
-    println!("| pods | deletes | sandboxed (median) | native (median) | sandbox / native | fuel per call |");
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for pods in [10usize, 100, 1000, 5000] {
+    println!(
+        "| pods | deletes | sandboxed (median) | native (median) | sandbox / native | fuel per call | guest memory |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for pods in [0usize, 10, 100, 1000, 5000] {
         let snapshot = scale_down_snapshot(pods);
         let native_snapshot = NativeSnapshot::new(&snapshot);
         let (outcome, stats) = sandbox.reconcile_blocking(&module, "default/web", &snapshot).expect("sandboxed call");
@@ -125,12 +143,13 @@ fn main() {
             native::reconcile(&native_snapshot).expect("native call");
         });
         println!(
-            "| {pods} | {} | {:.1} µs | {:.1} µs | {:.2}× | {} |",
+            "| {pods} | {} | {:.1} µs | {:.1} µs | {:.2}× | {} | {} KiB |",
             plan.delete.len(),
             sandboxed.as_secs_f64() * 1e6,
             native.as_secs_f64() * 1e6,
             sandboxed.as_secs_f64() / native.as_secs_f64(),
-            stats.fuel
+            stats.fuel,
+            stats.memory_high_water >> 10
         );
     }
 }
