@@ -145,8 +145,10 @@ impl<A: ApiCalls> Engine<A> {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
             None => (Api::all(client.clone()), Api::all(client)),
         };
-        // ListWatch with paginated lists, as client-go's reflector does by default.
-        let watch_config = watcher::Config::default();
+        // Streaming initial lists (WatchList), as kube-controller-manager 1.37's informers do:
+        // one watch request instead of pages of lists. Informers fall back to paged lists when
+        // the API server refuses them.
+        let watch_config = watcher::Config::default().streaming_lists();
         let rs_informer = Informer::spawn(
             rs_api,
             watch_config.clone(),

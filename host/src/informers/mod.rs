@@ -20,6 +20,7 @@ use kube::{
         WatchStreamExt,
         reflector::{ObjectRef, Store, store, store::Writer},
         watcher,
+        watcher::InitialListStrategy,
     },
 };
 use serde::de::DeserializeOwned;
@@ -136,28 +137,40 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     H: Handler<K>,
 {
-    async fn run(mut self, api: Api<K>, config: watcher::Config, shutdown: impl std::future::Future<Output = ()>) {
+    async fn run(mut self, api: Api<K>, mut config: watcher::Config, shutdown: impl std::future::Future<Output = ()>) {
         let kind = K::kind(&()).into_owned();
-        let events = watcher(api, config).default_backoff();
-        futures::pin_mut!(events);
         tokio::pin!(shutdown);
         loop {
-            let event = tokio::select! {
-                () = &mut shutdown => break,
-                event = events.next() => event,
+            let streaming = config.initial_list_strategy == InitialListStrategy::StreamingList;
+            let events = watcher(api.clone(), config.clone()).default_backoff();
+            futures::pin_mut!(events);
+            let refused = loop {
+                let event = tokio::select! {
+                    () = &mut shutdown => break false,
+                    event = events.next() => event,
+                };
+                match event {
+                    Some(Ok(event)) => {
+                        self.last_error.lock().expect("informer error lock").take();
+                        self.handle(event);
+                    }
+                    Some(Err(error)) if streaming && refuses_streaming_lists(&error) => {
+                        tracing::warn!(%kind, %error, "the API server refuses streaming lists; listing in pages instead");
+                        break true;
+                    }
+                    // The watcher retries with backoff by itself; say why it is retrying.
+                    Some(Err(error)) => {
+                        tracing::warn!(%kind, %error, "watch failed, retrying");
+                        *self.last_error.lock().expect("informer error lock") = Some(format!("{kind}: {error}"));
+                    }
+                    None => break false,
+                }
             };
-            match event {
-                Some(Ok(event)) => {
-                    self.last_error.lock().expect("informer error lock").take();
-                    self.handle(event);
-                }
-                // The watcher retries with backoff by itself; say why it is retrying.
-                Some(Err(error)) => {
-                    tracing::warn!(%kind, %error, "watch failed, retrying");
-                    *self.last_error.lock().expect("informer error lock") = Some(format!("{kind}: {error}"));
-                }
-                None => break,
+            if !refused {
+                break;
             }
+            // client-go's reflector falls back the same way (reflector.go, `ListAndWatch`).
+            config.initial_list_strategy = InitialListStrategy::ListWatch;
         }
         tracing::debug!(%kind, "informer stopped");
     }
@@ -242,6 +255,17 @@ pub fn ref_of<K: Resource<DynamicType = ()>>(key: &str) -> ObjectRef<K> {
     }
 }
 
+/// Whether `error` is the API server turning down a streaming list (`sendInitialEvents`): a
+/// server without the WatchList feature rejects the request as bad or invalid, while every
+/// other failure (unreachable, forbidden, expired) is retried as it is for a paged list.
+fn refuses_streaming_lists(error: &watcher::Error) -> bool {
+    let (watcher::Error::WatchStartFailed(kube::Error::Api(status)) | watcher::Error::WatchError(status)) = error
+    else {
+        return false;
+    };
+    matches!(status.code, 400 | 422)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -321,5 +345,70 @@ mod tests {
         relist(&mut l, &[cm("b", "5"), cm("c", "6")]);
         assert_eq!(*recorder.0.lock().unwrap(), ["update ns/b", "add ns/c", "delete ns/a"]);
         assert!(l.store.get(&ObjectRef::new("a").within("ns")).is_none());
+    }
+}
+
+#[cfg(test)]
+mod streaming_fallback_tests {
+    use http::{Request, Response};
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::client::Body;
+    use tower_test::mock;
+
+    use super::*;
+
+    struct Ignore;
+
+    impl Handler<ConfigMap> for Ignore {
+        fn on_add(&self, _: &Arc<ConfigMap>) {}
+        fn on_update(&self, _: &Arc<ConfigMap>, _: &Arc<ConfigMap>) {}
+        fn on_delete(&self, _: &Arc<ConfigMap>) {}
+    }
+
+    fn json(status: u16, body: &serde_json::Value) -> Response<Body> {
+        Response::builder().status(status).body(Body::from(serde_json::to_vec(body).unwrap())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_server_that_refuses_streaming_lists_is_listed_in_pages() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let api: Api<ConfigMap> = Api::namespaced(kube::Client::new(service, "ns"), "ns");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let informer =
+            Informer::spawn(api, watcher::Config::default().streaming_lists(), |_| {}, Arc::new(Ignore), async {
+                let _ = stopped.await;
+            });
+
+        let (request, respond) = handle.next_request().await.expect("a first request");
+        let query = request.uri().query().unwrap_or_default().to_string();
+        assert!(query.contains("watch=true") && query.contains("sendInitialEvents=true"), "{query}");
+        respond.send_response(json(
+            422,
+            &serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid",
+                "code": 422, "message": "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"}),
+        ));
+
+        let (request, respond) = handle.next_request().await.expect("a list after the refusal");
+        let query = request.uri().query().unwrap_or_default().to_string();
+        assert!(!query.contains("watch") && query.contains("limit="), "a paged list, not a watch: {query}");
+        respond.send_response(json(
+            200,
+            &serde_json::json!({"kind": "ConfigMapList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"},
+                "items": [{"metadata": {"name": "a", "namespace": "ns", "resourceVersion": "5"}}]}),
+        ));
+        tokio::time::timeout(std::time::Duration::from_secs(5), informer.wait_synced()).await.expect("synced");
+        assert_eq!(informer.store.state().len(), 1);
+        assert_eq!(informer.last_error(), None, "a refusal is not a watch failure");
+        stop.send(()).unwrap();
+    }
+
+    #[test]
+    fn only_bad_or_invalid_requests_count_as_a_refusal() {
+        let status = |code| Box::new(kube::core::Status { code, ..kube::core::Status::default() });
+        assert!(refuses_streaming_lists(&watcher::Error::WatchError(status(422))));
+        assert!(refuses_streaming_lists(&watcher::Error::WatchStartFailed(kube::Error::Api(status(400)))));
+        assert!(!refuses_streaming_lists(&watcher::Error::WatchError(status(410))), "an expired watch relists");
+        assert!(!refuses_streaming_lists(&watcher::Error::WatchStartFailed(kube::Error::Api(status(403)))));
+        assert!(!refuses_streaming_lists(&watcher::Error::WatchStartFailed(kube::Error::Api(status(503)))));
     }
 }
