@@ -95,6 +95,11 @@ pub struct RunArgs {
     /// Address of /healthz, /readyz and /metrics; `off` disables them.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub http_addr: String,
+    /// Directory for compiled policy modules, keyed by digest, so a restart or a module pushed
+    /// again skips compiling (created private; must be writable by this process only). Unset:
+    /// every module is compiled when loaded.
+    #[arg(long, env = "WASM_REPLICASET_MODULE_CACHE")]
+    pub module_cache_dir: Option<PathBuf>,
 }
 
 /// `15s`, `1m30s`, `500ms` as a positive Duration (jiff's friendly format).
@@ -275,7 +280,10 @@ impl Clients {
 /// Compiles the starting module (`--module`, or the embedded default) and wraps it in the
 /// policy the engine calls; also returns where its rollback requests arrive.
 async fn load_policy(args: &RunArgs) -> Result<(Arc<ActivePolicy>, mpsc::UnboundedReceiver<RollbackRequest>)> {
-    let sandbox = Sandbox::new(args.sandbox_limits())?;
+    let sandbox = match &args.module_cache_dir {
+        Some(dir) => Sandbox::with_module_cache(args.sandbox_limits(), dir)?,
+        None => Sandbox::new(args.sandbox_limits())?,
+    };
     let (bytes, source) = match &args.module {
         Some(path) => (
             std::fs::read(path).with_context(|| format!("reading module {}", path.display()))?,
@@ -284,7 +292,7 @@ async fn load_policy(args: &RunArgs) -> Result<(Arc<ActivePolicy>, mpsc::Unbound
         None => (DEFAULT_POLICY.to_vec(), Source::Embedded),
     };
     let module = sandbox.load(bytes).await.with_context(|| format!("loading policy module ({source})"))?;
-    tracing::info!(module = %module.digest, contract = %module.contract_version, origin = %source, compile = ?module.compile_time, "policy module loaded");
+    tracing::info!(module = %module.digest, contract = %module.contract_version, origin = %source, compile = ?module.compile_time, compiled = ?module.compiled, "policy module loaded");
     let (rollback_tx, rollback_rx) = mpsc::unbounded_channel();
     let serving = Serving::new(module, source);
     let policy = ActivePolicy::with_source(sandbox, serving, args.rollback_after, Some(rollback_tx));

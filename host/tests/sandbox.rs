@@ -6,7 +6,9 @@ use std::{sync::Arc, time::Duration};
 use host::{
     contract::Snapshot,
     embedded::DEFAULT_POLICY,
-    sandbox::{CallBudget, GuestFailure, LoadError, Sandbox, SandboxLimits, guard_rails::Violation, input_bytes},
+    sandbox::{
+        CallBudget, Compiled, GuestFailure, LoadError, Sandbox, SandboxLimits, guard_rails::Violation, input_bytes,
+    },
 };
 use policy_kit::fixtures::Fixture;
 
@@ -236,4 +238,20 @@ fn every_call_starts_from_a_pristine_instance() {
         assert_eq!(plan.unwrap().requeue_after, Some(1_000_000_000), "a call saw state from an earlier one");
         assert!(stats.memory_high_water < 4 << 20, "{} bytes", stats.memory_high_water);
     }
+}
+
+#[test]
+fn a_module_loaded_from_the_module_cache_plans_like_a_compiled_one() {
+    let dir = std::env::temp_dir().join(format!("sandbox-module-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sandbox = Sandbox::with_module_cache(SandboxLimits::default(), &dir).unwrap();
+    let compiled = sandbox.compile(DEFAULT_POLICY).unwrap();
+    // A second sandbox stands for the next start of the process.
+    let restarted = Sandbox::with_module_cache(SandboxLimits::default(), &dir).unwrap();
+    let cached = restarted.compile(DEFAULT_POLICY).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!((compiled.compiled, cached.compiled), (Compiled::Fresh, Compiled::Cached));
+    let (expected, _) = sandbox.reconcile_blocking(&compiled, "default/foobar", &snapshot()).unwrap();
+    let (actual, _) = restarted.reconcile_blocking(&cached, "default/foobar", &snapshot()).unwrap();
+    assert_eq!(actual.unwrap(), expected.unwrap());
 }

@@ -7,6 +7,7 @@
 //! keeps them within the pooling allocator's instance slots.
 
 mod budget;
+mod cache;
 mod error;
 pub mod guard_rails;
 mod module;
@@ -25,6 +26,7 @@ use wasmtime::{
 };
 
 pub use budget::{CallBudget, input_bytes};
+pub use cache::{Compiled, ModuleCache};
 pub use error::{GuestError, GuestFailure, LoadError};
 pub use module::{Digest, PolicyModule};
 
@@ -105,6 +107,7 @@ struct Inner {
     limits: SandboxLimits,
     permits: Arc<Semaphore>,
     ticker: EpochTicker,
+    cache: Option<ModuleCache>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -117,6 +120,15 @@ impl Sandbox {
     /// Builds the engine (pooling allocator when the address space allows it) and starts the
     /// epoch ticker that enforces deadlines.
     pub fn new(limits: SandboxLimits) -> anyhow::Result<Self> {
+        Self::build(limits, None)
+    }
+
+    /// [`Sandbox::new`], keeping compiled modules in `dir` across restarts (see [`ModuleCache`]).
+    pub fn with_module_cache(limits: SandboxLimits, dir: &std::path::Path) -> anyhow::Result<Self> {
+        Self::build(limits, Some(ModuleCache::open(dir)?))
+    }
+
+    fn build(limits: SandboxLimits, cache: Option<ModuleCache>) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config
             .consume_fuel(true)
@@ -158,7 +170,7 @@ impl Sandbox {
             .context("defining the `log` import")?;
         let ticker = EpochTicker::start(&engine);
         let permits = Arc::new(Semaphore::new(slots as usize));
-        Ok(Self { inner: Arc::new(Inner { engine, linker, limits, permits, ticker }) })
+        Ok(Self { inner: Arc::new(Inner { engine, linker, limits, permits, ticker, cache }) })
     }
 
     /// The limits every call runs under.
@@ -169,7 +181,7 @@ impl Sandbox {
     /// Compiles and validates a component (blocking: call it off the async runtime, or use
     /// [`Sandbox::load`]).
     pub fn compile(&self, bytes: &[u8]) -> Result<PolicyModule, LoadError> {
-        PolicyModule::compile(&self.inner.engine, &self.inner.linker, bytes)
+        PolicyModule::compile(&self.inner.engine, &self.inner.linker, self.inner.cache.as_ref(), bytes)
     }
 
     /// Compiles and validates a component on the blocking pool.

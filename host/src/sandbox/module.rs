@@ -8,7 +8,10 @@ use wasmtime::{
     component::{Component, Linker},
 };
 
-use super::{CallState, LoadError};
+use super::{
+    CallState, LoadError,
+    cache::{Compiled, ModuleCache},
+};
 use crate::contract::{self, ReplicasetPolicyPre};
 
 /// The sha256 of a module's bytes: its identity in logs, metrics, events and status.
@@ -19,6 +22,11 @@ impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
+    }
+
+    /// The raw 32 bytes.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     /// The first 12 hex digits, enough to tell modules apart in a log line.
@@ -47,8 +55,10 @@ pub struct PolicyModule {
     pub contract_version: String,
     /// The component's size in bytes.
     pub size: usize,
-    /// How long compiling and validating took.
+    /// How long compiling (or loading from the cache) and validating took.
     pub compile_time: Duration,
+    /// Whether the machine code was compiled now or loaded from the module cache.
+    pub compiled: Compiled,
     pub(super) pre: ReplicasetPolicyPre<CallState>,
 }
 
@@ -64,10 +74,20 @@ impl fmt::Debug for PolicyModule {
 
 impl PolicyModule {
     /// Compiles `bytes` and checks them against the world: blocking, 50-300 ms for a real module.
-    pub(super) fn compile(engine: &Engine, linker: &Linker<CallState>, bytes: &[u8]) -> Result<Self, LoadError> {
+    pub(super) fn compile(
+        engine: &Engine,
+        linker: &Linker<CallState>,
+        cache: Option<&ModuleCache>,
+        bytes: &[u8],
+    ) -> Result<Self, LoadError> {
         let started = std::time::Instant::now();
         check_header(bytes)?;
-        let component = Component::new(engine, bytes).map_err(|e| LoadError::Invalid(one_line(&e)))?;
+        let digest = Digest::of(bytes);
+        let (component, compiled) = match cache {
+            Some(cache) => cache.component(engine, bytes, digest),
+            None => Component::new(engine, bytes).map(|c| (c, Compiled::Fresh)),
+        }
+        .map_err(|e| LoadError::Invalid(one_line(&e)))?;
         let contract_version = check_imports(engine, &component)?;
         // instantiate_pre checks every import's type; ReplicasetPolicyPre::new every export's.
         let instance_pre = linker
@@ -75,13 +95,7 @@ impl PolicyModule {
             .map_err(|e| LoadError::WrongWorld { world: contract::WORLD, reason: one_line(&e) })?;
         let pre = ReplicasetPolicyPre::new(instance_pre)
             .map_err(|e| LoadError::WrongWorld { world: contract::WORLD, reason: one_line(&e) })?;
-        Ok(Self {
-            digest: Digest::of(bytes),
-            contract_version,
-            size: bytes.len(),
-            compile_time: started.elapsed(),
-            pre,
-        })
+        Ok(Self { digest, contract_version, size: bytes.len(), compile_time: started.elapsed(), compiled, pre })
     }
 }
 

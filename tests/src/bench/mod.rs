@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
+use crate::workdir::WorkDir;
 use lifecycle::LifecyclePlan;
 use lifecycle_report::LifecycleRows;
 use report::{Results, SteadyRow, SwapRow};
@@ -268,6 +269,11 @@ pub async fn main(options: Options) -> Result<()> {
         progress("building host-process (same profile) if needed");
         subject::ensure_host_process()?;
     }
+    let module_cache = WorkDir::create("bench-module-cache")?;
+    let compile = subject::warm_module_cache(module_cache.path())?;
+    progress(&format!(
+        "embedded policy compiled into the module cache in {compile:.0?}; every host start loads it from there"
+    ));
     let mut results = Results::new(&options, &plan);
     let runs = options.runs.max(1);
 

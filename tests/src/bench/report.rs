@@ -339,7 +339,7 @@ impl Results {
         writeln!(md, "## Steady state: {} pods in the cache\n", group(steady.pods as u64))?;
         writeln!(
             md,
-            "The pods are created directly by the bench (owned by ReplicaSets that already want exactly that many, statuses reset before each run), then each controller is started at {} on the same control plane.\n",
+            "The pods are created directly by the bench (owned by ReplicaSets that already want exactly that many, statuses reset before each run), then each controller is started at {} on the same control plane. The host starts as a restarted controller does: its policy is loaded from the compiled-module cache (`--module-cache-dir`), not compiled; its informers stream their initial lists (WatchList), as kube-controller-manager's do.\n",
             Limits::KCM_DEFAULTS.label()
         )?;
         writeln!(md, "| Metric | Upstream | Host | Host/upstream |")?;

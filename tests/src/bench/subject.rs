@@ -2,8 +2,9 @@
 //! (ReplicaSet controller only) and the host's `host-process` binary, started with the same
 //! QPS/burst/workers; plus their `/metrics`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -103,6 +104,19 @@ pub fn ensure_host_process() -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The host's compiled-module cache for the whole bench run (see [`warm_module_cache`]).
+static MODULE_CACHE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Compiles the embedded policy into `dir` once, so every host the bench starts loads it as a
+/// restarted controller does (`--module-cache-dir`); the cold compile is reported by the policy
+/// bench. Returns how long the compile took.
+pub fn warm_module_cache(dir: &Path) -> Result<Duration> {
+    use host::sandbox::{Sandbox, SandboxLimits};
+    let module = Sandbox::with_module_cache(SandboxLimits::default(), dir)?.compile(host::embedded::DEFAULT_POLICY)?;
+    MODULE_CACHE.set(dir.to_path_buf()).map_err(|_| anyhow::anyhow!("the module cache is warmed once per run"))?;
+    Ok(module.compile_time)
+}
+
 impl Running {
     /// Starts `subject` (not [`Subject::Limit`]) on `cp` with `limits`; `host_args` are extra
     /// flags for the host. Returns once its caches are synced.
@@ -129,6 +143,9 @@ impl Running {
                 ];
                 if !host_args.iter().any(|a| a.starts_with("--watch-modules")) {
                     flags.push("--watch-modules=false".to_string());
+                }
+                if let Some(cache) = MODULE_CACHE.get() {
+                    flags.push(format!("--module-cache-dir={}", cache.display()));
                 }
                 flags.extend(host_args.iter().cloned());
                 let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
