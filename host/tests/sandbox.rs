@@ -255,3 +255,17 @@ fn a_module_loaded_from_the_module_cache_plans_like_a_compiled_one() {
     let (actual, _) = restarted.reconcile_blocking(&cached, "default/foobar", &snapshot()).unwrap();
     assert_eq!(actual.unwrap(), expected.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_call_that_outgrows_the_inline_probe_is_run_again_with_its_whole_budget() {
+    let sandbox = sandbox();
+    let slow = sandbox.load(test_guests::SLOW.to_vec()).await.unwrap();
+    let snapshot = Arc::new(snapshot());
+    assert!(snapshot.pods.len() <= host::sandbox::INLINE_PODS, "the fixture is a small snapshot");
+    let (outcome, stats) = sandbox.reconcile(&slow, &Arc::from("default/foobar"), &snapshot).await.unwrap();
+    assert!(outcome.is_ok());
+    assert!(stats.fuel > host::sandbox::INLINE_FUEL, "the plan came from the second run: {stats:?}");
+    // And it costs what the same call costs on the calling thread.
+    let (_, blocking) = sandbox.reconcile_blocking(&slow, "default/foobar", &snapshot).unwrap();
+    assert_eq!(stats.fuel, blocking.fuel);
+}

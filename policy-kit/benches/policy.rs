@@ -136,6 +136,49 @@ fn load_times() {
     );
 }
 
+/// What a small call costs awaited from a multi-threaded runtime, as the engine's workers await
+/// it: handed to tokio's blocking pool (as every call was before), and through
+/// `Sandbox::reconcile`, which runs small calls on the async worker.
+fn hop(sandbox: &Sandbox) {
+    use std::sync::Arc;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let module = Arc::new(sandbox.compile(DEFAULT_POLICY).expect("compiles"));
+    let key: Arc<str> = "default/web".into();
+    println!("| pods | handed to the blocking pool | `Sandbox::reconcile` | saved |");
+    println!("|---:|---:|---:|---:|");
+    for pods in [1usize, 10, 100] {
+        let snapshot = Arc::new(scale_down_snapshot(pods));
+        let pooled = median(|| {
+            let (sandbox, module, snapshot) = (sandbox.clone(), module.clone(), snapshot.clone());
+            runtime.block_on(async move {
+                tokio::spawn(async move {
+                    tokio::task::spawn_blocking(move || sandbox.reconcile_blocking(&module, "default/web", &snapshot))
+                        .await
+                        .expect("blocking task")
+                        .expect("call")
+                })
+                .await
+                .expect("task")
+            });
+        });
+        let awaited = median(|| {
+            let (sandbox, module, key, snapshot) = (sandbox.clone(), module.clone(), key.clone(), snapshot.clone());
+            runtime.block_on(async move {
+                tokio::spawn(async move { sandbox.reconcile(&module, &key, &snapshot).await.expect("call") })
+                    .await
+                    .expect("task")
+            });
+        });
+        println!(
+            "| {pods} | {:.1} µs | {:.1} µs | {:.1} µs |",
+            pooled.as_secs_f64() * 1e6,
+            awaited.as_secs_f64() * 1e6,
+            (pooled.as_secs_f64() - awaited.as_secs_f64()) * 1e6
+        );
+    }
+    println!();
+}
+
 fn main() {
     let sandbox = Sandbox::new(SandboxLimits::default()).expect("sandbox");
     let module = sandbox.compile(DEFAULT_POLICY).expect("the default policy compiles");
@@ -144,6 +187,7 @@ fn main() {
     }
     println!("default policy: {} ({} bytes)\n", module.digest, module.size);
     load_times();
+    hop(&sandbox);
     println!(
         "| pods | deletes | sandboxed (median) | native (median) | sandbox / native | fuel per call | guest memory |"
     );

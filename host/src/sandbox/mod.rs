@@ -95,6 +95,15 @@ pub struct CallStats {
 /// The outcome of `reconcile`: a plan that passed the guard rails, or the policy's own refusal.
 pub type ReconcileOutcome = Result<Plan, ReconcileError>;
 
+/// The fuel a call may burn on the async worker that awaits it before it is handed to the
+/// blocking pool (see [`Sandbox::run`]): ~5x what the default policy needs for 100 pods, and
+/// about a millisecond of a guest that only loops.
+pub const INLINE_FUEL: u64 = 1_000_000;
+
+/// Snapshots of at most this many pods are tried on the async worker first (see
+/// [`Sandbox::run`]); larger ones would mostly spend the probe's fuel for nothing.
+pub const INLINE_PODS: usize = 100;
+
 /// The shared wasm engine and the linker that offers guests their only import, `log`.
 #[derive(Clone)]
 pub struct Sandbox {
@@ -192,22 +201,21 @@ impl Sandbox {
             .unwrap_or_else(|join| Err(LoadError::Invalid(format!("compiler task failed: {join}"))))
     }
 
-    /// Runs `reconcile` for one key on the blocking pool and checks the plan's guard rails.
+    /// Runs `reconcile` for one key and checks the plan's guard rails (see [`Sandbox::run`] for
+    /// where the call runs).
     pub async fn reconcile(
         &self,
         module: &Arc<PolicyModule>,
         key: &Arc<str>,
         snapshot: &Arc<Snapshot>,
     ) -> Result<(ReconcileOutcome, CallStats), GuestError> {
-        let (this, module, key, snapshot) = (self.clone(), module.clone(), key.clone(), snapshot.clone());
-        let permit = self.inner.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let digest = module.digest;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            this.reconcile_blocking(&module, &key, &snapshot)
+        let budget = CallBudget::for_snapshot(&self.inner.limits, snapshot);
+        let (module, key, snapshot) = (module.clone(), key.clone(), snapshot.clone());
+        let small = snapshot.pods.len() <= INLINE_PODS;
+        self.run(module.digest, budget, small, move |sandbox, budget, probe| {
+            sandbox.reconcile_within(&module, &key, &snapshot, budget, probe)
         })
         .await
-        .unwrap_or_else(|join| Err(GuestError { digest, failure: GuestFailure::Instantiate(join.to_string()) }))
     }
 
     /// [`Sandbox::reconcile`] on the calling thread (tests, benchmarks, the CLI).
@@ -218,8 +226,19 @@ impl Sandbox {
         snapshot: &Snapshot,
     ) -> Result<(ReconcileOutcome, CallStats), GuestError> {
         let budget = CallBudget::for_snapshot(&self.inner.limits, snapshot);
+        self.reconcile_within(module, key, snapshot, budget, false)
+    }
+
+    fn reconcile_within(
+        &self,
+        module: &PolicyModule,
+        key: &str,
+        snapshot: &Snapshot,
+        budget: CallBudget,
+        probe: bool,
+    ) -> Result<(ReconcileOutcome, CallStats), GuestError> {
         let (outcome, stats) =
-            self.call(module, key, budget, |policy, store| policy.call_reconcile(store, snapshot))?;
+            self.call(module, key, budget, probe, |policy, store| policy.call_reconcile(store, snapshot))?;
         let fail = |failure| GuestError { digest: module.digest, failure };
         match outcome {
             Ok(plan) => {
@@ -231,7 +250,7 @@ impl Sandbox {
         }
     }
 
-    /// Runs `status-after-scale-error` on the blocking pool.
+    /// Runs `status-after-scale-error` (see [`Sandbox::run`] for where the call runs).
     pub async fn status_after_scale_error(
         &self,
         module: &Arc<PolicyModule>,
@@ -241,15 +260,11 @@ impl Sandbox {
         message: String,
         now: i64,
     ) -> Result<ReplicaSetStatus, GuestError> {
-        let (this, module, key) = (self.clone(), module.clone(), key.clone());
-        let permit = self.inner.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
-        let digest = module.digest;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            this.status_after_scale_error_blocking(&module, &key, &replica_set, &plan_status, &message, now)
+        let (module, key) = (module.clone(), key.clone());
+        self.run(module.digest, CallBudget::base(&self.inner.limits), true, move |sandbox, budget, probe| {
+            sandbox.status_within(&module, &key, &replica_set, &plan_status, &message, now, budget, probe)
         })
         .await
-        .unwrap_or_else(|join| Err(GuestError { digest, failure: GuestFailure::Instantiate(join.to_string()) }))
     }
 
     /// [`Sandbox::status_after_scale_error`] on the calling thread.
@@ -263,12 +278,61 @@ impl Sandbox {
         now: i64,
     ) -> Result<ReplicaSetStatus, GuestError> {
         let budget = CallBudget::base(&self.inner.limits);
-        let (status, _) = self.call(module, key, budget, |policy, store| {
+        self.status_within(module, key, replica_set, plan_status, message, now, budget, false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn status_within(
+        &self,
+        module: &PolicyModule,
+        key: &str,
+        replica_set: &ReplicaSet,
+        plan_status: &ReplicaSetStatus,
+        message: &str,
+        now: i64,
+        budget: CallBudget,
+        probe: bool,
+    ) -> Result<ReplicaSetStatus, GuestError> {
+        let (status, _) = self.call(module, key, budget, probe, |policy, store| {
             policy.call_status_after_scale_error(store, replica_set, plan_status, message, now)
         })?;
         guard_rails::check_status(&status)
             .map_err(|v| GuestError { digest: module.digest, failure: GuestFailure::InvalidPlan(v) })?;
         Ok(status)
+    }
+
+    /// Runs a call under `budget`, holding one of the instance slots. Handing a call to the
+    /// blocking pool and back costs ~40 µs, more than a small call itself, so a `small` call
+    /// first runs here on the async worker with its fuel capped at [`INLINE_FUEL`] (a
+    /// millisecond or so, even for a guest that only loops); a call that needs more is run
+    /// again, from the start, on the blocking pool with its whole budget. A call is a pure
+    /// function of its input on a fresh instance, so running it twice changes nothing but the
+    /// time.
+    async fn run<R: Send + 'static>(
+        &self,
+        digest: Digest,
+        budget: CallBudget,
+        small: bool,
+        call: impl FnOnce(&Sandbox, CallBudget, bool) -> Result<R, GuestError> + Clone + Send + 'static,
+    ) -> Result<R, GuestError> {
+        let permit = self.inner.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        if small {
+            if budget.fuel <= INLINE_FUEL {
+                return call(self, budget, false);
+            }
+            let probe = CallBudget { fuel: INLINE_FUEL, ..budget };
+            match call.clone()(self, probe, true) {
+                Err(GuestError { failure: GuestFailure::OutOfFuel { .. }, .. }) => {}
+                done => return done,
+            }
+        }
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            call(&this, budget, false)
+        })
+        .await
+        .unwrap_or_else(|join| Err(GuestError { digest, failure: GuestFailure::Instantiate(join.to_string()) }))
     }
 
     /// Instantiates `module` in a fresh store under every limit and runs `f` on it.
@@ -277,6 +341,7 @@ impl Sandbox {
         module: &PolicyModule,
         key: &str,
         budget: CallBudget,
+        probe: bool,
         f: impl FnOnce(&ReplicasetPolicy, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<(R, CallStats), GuestError> {
         let limits = &self.inner.limits;
@@ -289,6 +354,11 @@ impl Sandbox {
         store.set_fuel(budget.fuel).map_err(|e| fail(GuestFailure::Instantiate(module::one_line(&e))))?;
         store.set_epoch_deadline(limits.deadline.as_millis().div_ceil(EPOCH_TICK.as_millis()).max(1) as u64);
         let result = module.pre.instantiate(&mut store).and_then(|policy| f(&policy, &mut store));
+        let out_of_fuel = matches!(&result, Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel));
+        // A probe that ran out of fuel is run again: its log lines would show twice.
+        if !(probe && out_of_fuel) {
+            store.data_mut().log.flush();
+        }
         let state = store.data();
         let stats = CallStats {
             fuel: budget.fuel - store.get_fuel().unwrap_or(0),
@@ -336,6 +406,7 @@ impl CallState {
                 remaining: limits.log_lines_per_call,
                 dropped: 0,
                 last_error: None,
+                pending: Vec::new(),
             },
         }
     }
@@ -365,13 +436,30 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// Forwards guest log lines to tracing with the key and module attached, within a budget.
+/// Collects a call's guest log lines, within a budget, and forwards them to tracing with the key
+/// and module attached once the call is over (see [`Sandbox::run`] for why not at once).
 struct LogSink {
     key: String,
     module: String,
     remaining: u32,
     dropped: u32,
     last_error: Option<String>,
+    pending: Vec<(contract::Level, String, String)>,
+}
+
+impl LogSink {
+    fn flush(&mut self) {
+        let (key, module) = (&self.key, &self.module);
+        for (level, message, fields) in self.pending.drain(..) {
+            match level {
+                contract::Level::Trace => tracing::trace!(target: "guest", key, module, fields, "{message}"),
+                contract::Level::Debug => tracing::debug!(target: "guest", key, module, fields, "{message}"),
+                contract::Level::Info => tracing::info!(target: "guest", key, module, fields, "{message}"),
+                contract::Level::Warn => tracing::warn!(target: "guest", key, module, fields, "{message}"),
+                contract::Level::Error => tracing::error!(target: "guest", key, module, fields, "{message}"),
+            }
+        }
+    }
 }
 
 impl contract::TypesHost for CallState {}
@@ -388,14 +476,7 @@ impl contract::ReplicasetPolicyImports for CallState {
         }
         sink.remaining -= 1;
         let fields = fields.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ");
-        let (key, module) = (&sink.key, &sink.module);
-        match level {
-            contract::Level::Trace => tracing::trace!(target: "guest", key, module, fields, "{message}"),
-            contract::Level::Debug => tracing::debug!(target: "guest", key, module, fields, "{message}"),
-            contract::Level::Info => tracing::info!(target: "guest", key, module, fields, "{message}"),
-            contract::Level::Warn => tracing::warn!(target: "guest", key, module, fields, "{message}"),
-            contract::Level::Error => tracing::error!(target: "guest", key, module, fields, "{message}"),
-        }
+        sink.pending.push((level, message, fields));
     }
 }
 
