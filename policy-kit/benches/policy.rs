@@ -156,6 +156,8 @@ fn hop(sandbox: &Sandbox) {
                         .await
                         .expect("blocking task")
                         .expect("call")
+                        .0
+                        .expect("a plan")
                 })
                 .await
                 .expect("task")
@@ -164,9 +166,11 @@ fn hop(sandbox: &Sandbox) {
         let awaited = median(|| {
             let (sandbox, module, key, snapshot) = (sandbox.clone(), module.clone(), key.clone(), snapshot.clone());
             runtime.block_on(async move {
-                tokio::spawn(async move { sandbox.reconcile(&module, &key, &snapshot).await.expect("call") })
-                    .await
-                    .expect("task")
+                tokio::spawn(async move {
+                    sandbox.reconcile(&module, &key, &snapshot).await.expect("call").0.expect("a plan")
+                })
+                .await
+                .expect("task")
             });
         });
         println!(
