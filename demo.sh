@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: a local control plane, the host with its embedded policy, a ReplicaSet scaled up
-# and down, narrated. Builds what it needs first (the first run takes ~15 minutes on 2 cores).
+# The main job: a local control plane, the controller (wasm-replicaset run) with its embedded
+# policy, a ReplicaSet scaled up and down, narrated. Builds what it needs first (the first run takes ~15 minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")"
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown

@@ -203,7 +203,7 @@ async fn a_rollback_can_be_asked_for_with_the_annotation() {
     h.phase_becomes("newest-first", Phase::Active).await;
     h.apply(&object("newest-first", test_guests::NEWEST_FIRST).rollback_token("2025-01-01T00:00:00Z").build());
     let status = h.phase_becomes("newest-first", Phase::RolledBack).await;
-    assert!(status.message.unwrap_or_default().contains("rollback requested (host module rollback)"));
+    assert!(status.message.unwrap_or_default().contains("rollback requested (wasm-replicaset module rollback)"));
     assert_eq!(h.serving(), "embedded");
     h.stop().await;
 }

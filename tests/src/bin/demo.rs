@@ -1,5 +1,6 @@
-//! The README's main command: a local control plane, the host with its embedded policy, and a
-//! ReplicaSet scaled up and down, narrated in the terminal. Everything it starts, it stops.
+//! The README's main command: a local control plane, the controller (`wasm-replicaset run`, in
+//! process) with its embedded policy, and a ReplicaSet scaled up and down, narrated in the
+//! terminal. Everything it starts, it stops.
 //!
 //! Run it with `./demo.sh` (which builds the control plane first) or
 //! `cargo run -p tests --bin demo` once `tests/controlplane/build.sh` has run.
@@ -46,9 +47,9 @@ async fn main() -> Result<()> {
     let ns = cp.create_namespace("demo").await?;
     let client = ns.client().clone();
 
-    step("starting the host with the embedded default policy");
+    step("starting the controller with the embedded default policy");
     let kubeconfig = cp.kubeconfig_path().display().to_string();
-    let args = RunArgs::from_flags([
+    let flags = [
         "--kubeconfig",
         &kubeconfig,
         "--namespace",
@@ -56,7 +57,9 @@ async fn main() -> Result<()> {
         "--leader-elect=false",
         "--watch-modules=false",
         "--http-addr=127.0.0.1:0",
-    ])?;
+    ];
+    println!("  as `wasm-replicaset run {}`", flags.join(" "));
+    let args = RunArgs::from_flags(flags)?;
     let controller = Controller::start(&args, std::sync::Arc::new(policy_kit::conformance::check)).await?;
     let mut log = controller.engine.shared.sync_log.subscribe();
     controller.engine.wait_synced().await;
@@ -110,7 +113,7 @@ async fn main() -> Result<()> {
     step("events on the ReplicaSet (what `kubectl describe rs web` shows)");
     show_events(&Api::<Event>::namespaced(client.clone(), ns.name())).await?;
 
-    step("stopping the host and the control plane");
+    step("stopping the controller and the control plane");
     controller.shutdown().await;
     cp.stop();
     println!("  everything the demo started is stopped\n");
