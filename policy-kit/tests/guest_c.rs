@@ -1,6 +1,6 @@
-//! The C example guest (`examples/guest-c`), built here from source as the README's authoring loop does
-//! (wit-bindgen's C bindings, clang and wasm-ld, no libc, no WASI), then run through the real
-//! sandbox: the import check, the conformance cases and its own fixtures.
+//! The C example guest (`examples/guest-c`), built here from source as the README's authoring
+//! loop does (wit-bindgen's C bindings, clang and wasm-ld, no libc, no WASI), then run through
+//! the real sandbox: the import check, the conformance cases and its own fixtures.
 //!
 //! Never skipped: without clang, wasm-ld or wit-bindgen the build fails with one line naming the
 //! install command (`.ci/run` installs all three).

@@ -1,14 +1,14 @@
 //! `deploy/` on a real API server: the kustomization renders and passes the apiserver's
-//! server-side dry-run; the host binary, run as a ServiceAccount holding exactly the deployed RBAC,
-//! scales, adopts, reports a missing rule and recovers; two replicas elect one leader and a
+//! server-side dry-run; the wasm-replicaset binary, run as a ServiceAccount holding exactly the
+//! deployed RBAC, scales, adopts, reports a missing rule and recovers; two replicas elect one leader and a
 //! SIGKILLed leader is replaced within the lease without a pod too many; /readyz and /metrics
 //! say what the Deployment's probes and Prometheus expect; the README's hand-over Lease keeps new
 //! replicas standing by; the optional finalizers component is what OwnerReferencesPermission-
 //! Enforcement needs.
 //!
 //! Each test has its own namespace on the shared control plane (the admission-plugin test has an
-//! API server of its own); the host runs as a separate process (`host-process`, the host's exact
-//! `main`) stopped by PID when the test ends.
+//! API server of its own); the controller runs as a separate process (`host-process`, the
+//! binary's exact `main`) stopped by PID when the test ends.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
