@@ -111,9 +111,42 @@ pub fn main_as(shown: &'static str) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // One line, whatever the causes' own messages hold.
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `error` and its causes in one line. Some libraries (kube's kubeconfig loader) already put
+/// their source into their own message; a cause the line already says is not said twice.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_joined_on_one_line_and_repeats_are_left_out() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let error = anyhow::Error::new(io)
+            .context("failed to read kubeconfig: No such file or directory (os error 2)")
+            .context("reading kubeconfig /nope\nat startup");
+        assert_eq!(
+            one_line(&error),
+            "reading kubeconfig /nope at startup: failed to read kubeconfig: No such file or directory (os error 2)"
+        );
     }
 }
