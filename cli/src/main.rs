@@ -1,4 +1,4 @@
-//! The `host` binary: everything lives in the library; see `wasm_replicaset::main`.
+//! The `wasm-replicaset` binary: everything lives in the library; see `wasm_replicaset::main`.
 fn main() -> std::process::ExitCode {
     wasm_replicaset::main()
 }

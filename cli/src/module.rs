@@ -1,4 +1,4 @@
-//! `host module push | list | promote | rollback`: the client side of hot swap.
+//! `wasm-replicaset module push | list | promote | rollback`: the client side of hot swap.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -25,18 +25,18 @@ const INLINE_LIMIT: usize = 700 * 1024;
 /// The ConfigMap key holding a module.
 const CONFIG_MAP_KEY: &str = "module.wasm";
 
-/// Flags every `host module` verb shares.
+/// Flags every `module` verb shares.
 #[derive(Debug, clap::Args)]
 pub struct Target {
     /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, or in-cluster.
     #[arg(long, env = "KUBECONFIG", global = true)]
     pub kubeconfig: Option<PathBuf>,
-    /// Namespace the host watches for ReconcileModules (its --module-namespace).
+    /// Namespace the controller watches for ReconcileModules (its --module-namespace).
     #[arg(long, short = 'n', default_value = "wasm-replicaset-system", global = true)]
     pub namespace: String,
 }
 
-/// `host module ...`.
+/// `wasm-replicaset module ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ModuleCommand {
     /// Validate a component locally, then create or update its ReconcileModule.
@@ -70,7 +70,7 @@ pub enum ModuleCommand {
     },
 }
 
-/// Runs a `host module` verb.
+/// Runs a `module` verb.
 pub async fn run(target: &Target, command: &ModuleCommand) -> Result<()> {
     match command {
         ModuleCommand::Push { file, name, shadow, wait, timeout } => {

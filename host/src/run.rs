@@ -1,4 +1,4 @@
-//! `host run`: builds the clients, the sandbox and the engine, and runs until SIGINT/SIGTERM.
+//! `wasm-replicaset run`: builds the clients, the sandbox and the engine, and runs until SIGINT/SIGTERM.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -11,7 +11,7 @@ use crate::{
     embedded::DEFAULT_POLICY,
     engine::{Collaborators, Engine, EngineConfig, stopped},
     events::{self, RecorderConfig},
-    leader::{LeaderElectionConfig, LeaderElector, LeaderHandle},
+    leader::{LeaderElectionConfig, LeaderElector, LeaderHandle, PreflightError},
     metrics::{Live, Metrics},
     modules::{ModuleCheck, manager::ModuleManager},
     policy::{ActivePolicy, RollbackRequest, Serving, Source},
@@ -20,7 +20,7 @@ use crate::{
     telemetry::{self, LogFormat},
 };
 
-/// `host run` flags; names follow kube-controller-manager's where they mean the same.
+/// `wasm-replicaset run` flags; names follow kube-controller-manager's where they mean the same.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Kubeconfig file; default: $KUBECONFIG, ~/.kube/config, or the in-cluster service account.
@@ -66,7 +66,7 @@ pub struct RunArgs {
     /// Namespace whose ReconcileModule objects replace the policy at runtime.
     #[arg(long, env = "POD_NAMESPACE", default_value = "wasm-replicaset-system")]
     pub module_namespace: String,
-    /// Watch ReconcileModule objects (needs their CRD: `host crd | kubectl apply -f -`).
+    /// Watch ReconcileModule objects (needs their CRD: `wasm-replicaset crd | kubectl apply -f -`).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub watch_modules: bool,
     /// Roll back to the last good module after this many syncs in a row fail because of the
@@ -113,7 +113,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl RunArgs {
-    /// Parses `host run` flags (without the subcommand), e.g. `["--namespace", "demo"]`; for
+    /// Parses `run` flags (without the subcommand), e.g. `["--namespace", "demo"]`; for
     /// embedding the controller in tests and tools.
     pub fn from_flags<I, S>(flags: I) -> Result<Self>
     where
@@ -125,7 +125,8 @@ impl RunArgs {
             #[command(flatten)]
             run: RunArgs,
         }
-        let argv = std::iter::once(std::ffi::OsString::from("host")).chain(flags.into_iter().map(Into::into));
+        let argv =
+            std::iter::once(std::ffi::OsString::from("wasm-replicaset")).chain(flags.into_iter().map(Into::into));
         Ok(<Flags as clap::Parser>::try_parse_from(argv)?.run)
     }
 
@@ -187,7 +188,7 @@ impl Controller {
         // elector, which releases the lease only after the last sync is done.
         let (stop, stop_rx) = watch::channel(false);
         let (release, release_rx) = watch::channel(false);
-        let election = Election::start(args, clients.election, release_rx)?;
+        let election = Election::start(args, clients.election, release_rx).await?;
         let leading = election.leading.clone();
 
         let (recorder, writer) = events::new_recorder(clients.writes.clone(), RecorderConfig::default());
@@ -218,7 +219,9 @@ impl Controller {
         });
         let readiness = readiness(engine.clone(), leading.clone(), election.holder);
         let http_addr = serve_http(&args.http_addr, metrics, readiness, stopped(release.subscribe())).await?;
-        let workers = tokio::spawn(lead(engine.clone(), args.workers, leading.clone(), stop_rx));
+        let scope =
+            args.namespace.as_ref().map_or_else(|| "all namespaces".to_string(), |ns| format!("namespace {ns}"));
+        let workers = tokio::spawn(lead(engine.clone(), args.workers, scope, leading.clone(), stop_rx));
         Ok(Self {
             engine,
             leading,
@@ -308,10 +311,14 @@ struct Election {
 
 impl Election {
     /// Starts electing (or, with `--leader-elect=false`, leads at once); the elector runs until
-    /// `release` turns true and then gives the lease up.
-    fn start(args: &RunArgs, client: kube::Client, release: watch::Receiver<bool>) -> Result<Self> {
+    /// `release` turns true and then gives the lease up. Fails at once, naming the fix, when the
+    /// Lease can never be written.
+    async fn start(args: &RunArgs, client: kube::Client, release: watch::Receiver<bool>) -> Result<Self> {
         let (leading_tx, leading) = watch::channel(!args.leader_elect);
         if !args.leader_elect {
+            tracing::info!(
+                "leader election off (--leader-elect=false): this replica reconciles as soon as its caches sync"
+            );
             return Ok(Self { leading, holder: None, task: None });
         }
         let namespace = args.leader_elect_resource_namespace.clone().unwrap_or_else(|| args.module_namespace.clone());
@@ -321,10 +328,25 @@ impl Election {
         config.renew_deadline = args.leader_elect_renew_deadline;
         config.retry_period = args.leader_elect_retry_period;
         config.release_on_cancel = true;
+        let lease = config.describe();
         let elector = LeaderElector::new(client, config).map_err(|e| anyhow::anyhow!("leader election: {e}"))?;
+        elector.preflight().await.map_err(|e| anyhow::anyhow!("leader election cannot work: {e}; {}", fix_for(&e)))?;
+        tracing::info!(%lease, "leader election on: this replica reconciles only while it holds the lease");
         let holder = Some(elector.handle());
         let task = Some(tokio::spawn(elector.run(release, leading_tx)));
         Ok(Self { leading, holder, task })
+    }
+}
+
+/// What to do about a Lease that can never be written, in flag and manifest terms.
+fn fix_for(error: &PreflightError) -> &'static str {
+    match error {
+        PreflightError::NamespaceMissing(_) => {
+            "create it with `kubectl apply -k deploy/`, pick an existing namespace with --leader-elect-resource-namespace (or --module-namespace), or run a single replica with --leader-elect=false"
+        }
+        PreflightError::Forbidden { .. } => {
+            "grant get, create and update on leases there (deploy/rbac.yaml), or run a single replica with --leader-elect=false"
+        }
     }
 }
 
@@ -353,6 +375,7 @@ async fn serve_http(
 async fn lead(
     engine: Arc<Engine<KubeApi>>,
     workers: usize,
+    scope: String,
     mut leading: watch::Receiver<bool>,
     stop: watch::Receiver<bool>,
 ) {
@@ -361,7 +384,7 @@ async fn lead(
             () = stopped(stop.clone()) => return,
             ok = async { leading.wait_for(|l| *l).await.map(|_| ()) } => if ok.is_err() { return },
         }
-        tracing::info!("leading: syncing");
+        tracing::info!("leading: reconciling ReplicaSets in {scope}");
         let (term_tx, term_rx) = watch::channel(false);
         let run = {
             let engine = engine.clone();
@@ -394,7 +417,10 @@ fn readiness(
         let role = match (&holder, *leading.borrow()) {
             (None, _) => "no leader election".to_string(),
             (Some(_), true) => "leading".to_string(),
-            (Some(h), false) => format!("standing by (leader: {})", h.holder().unwrap_or_else(|| "none".into())),
+            (Some(h), false) => match h.last_error() {
+                Some(reason) => format!("not leading: {reason}"),
+                None => format!("not leading: standing by (leader: {})", h.holder().unwrap_or_else(|| "none".into())),
+            },
         };
         Ok(format!("{note}; {role}"))
     })
@@ -415,8 +441,15 @@ fn uuid_like() -> String {
 
 /// Runs the controller until SIGINT or SIGTERM.
 pub async fn run(args: RunArgs, checks: Arc<dyn ModuleCheck>) -> Result<()> {
+    run_with(args, checks, |_| {}).await
+}
+
+/// [`run`], handing the started controller to `attach` first (before any sync, as nothing else
+/// runs on this thread until it returns): the binary subscribes its recorder to the sync log.
+pub async fn run_with(args: RunArgs, checks: Arc<dyn ModuleCheck>, attach: impl FnOnce(&Controller)) -> Result<()> {
     telemetry::init(args.log_format);
     let controller = Controller::start(&args, checks).await?;
+    attach(&controller);
     wait_for_signal().await;
     tracing::info!("shutting down: no new syncs; waiting for the syncs in flight");
     controller.shutdown().await;

@@ -15,6 +15,7 @@ use crate::{
         Controller, Label, LabelSelector, Node, Pod, PodPhase, ReplicaSet as RsRecord, ReplicaSetStatus, Snapshot, Span,
     },
     informers::cached::{CachedPod, POD_DELETION_COST, Phase},
+    selector::ReplicaSetSelector,
     time::nanos,
 };
 
@@ -143,6 +144,69 @@ pub fn project(
         burst_replicas: context.burst_replicas,
     };
     Projection { snapshot: Arc::new(snapshot), pods: candidates }
+}
+
+/// Whether `pod`, controlled by the ReplicaSet whose `selector` this is or by nothing, is one of
+/// its candidates: every pod it controls, and the orphans its selector matches. An orphan it
+/// does not match can never be adopted, so it never reaches the guest and costs it nothing
+/// (anyone who may create pods in the namespace could otherwise make every sync there run out of
+/// fuel).
+pub fn is_candidate(selector: &ReplicaSetSelector, pod: &CachedPod) -> bool {
+    let no_labels = BTreeMap::new();
+    pod.controller_ref().is_some() || selector.matches(pod.metadata.labels.as_ref().unwrap_or(&no_labels)) == Some(true)
+}
+
+/// Active pods per node related to a ReplicaSet: those matching the selector of any of `related`
+/// (the ReplicaSets sharing its controller, itself included), each pod counted once (upstream
+/// `getIndirectlyRelatedPods`). `pods_in(namespace)` lists a namespace's pods.
+pub fn related_active_pods_per_node<'a>(
+    related: impl IntoIterator<Item = &'a ReplicaSet>,
+    pods_in: impl Fn(&str) -> Vec<Arc<CachedPod>>,
+) -> HashMap<String, u32> {
+    let mut per_node = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    let no_labels = BTreeMap::new();
+    for related in related {
+        let selector = ReplicaSetSelector::of(related);
+        let namespace = related.metadata.namespace.as_deref().unwrap_or_default();
+        for pod in pods_in(namespace) {
+            let labels = pod.metadata.labels.as_ref().unwrap_or(&no_labels);
+            if selector.matches(labels) != Some(true) || !seen.insert(pod.metadata.uid.clone()) {
+                continue;
+            }
+            if pod.is_active() {
+                *per_node.entry(pod.node_name.clone().unwrap_or_default()).or_insert(0) += 1;
+            }
+        }
+    }
+    per_node
+}
+
+/// The snapshot a sync of `rs` would see, built from full lists of its namespace's ReplicaSets
+/// and pods instead of the engine's indexes (for tools such as `record`): the same candidates and
+/// colocation counts; `context` supplies what only a running engine knows.
+pub fn from_lists(
+    rs: &ReplicaSet,
+    replica_sets: &[ReplicaSet],
+    pods: &[Arc<CachedPod>],
+    context: Context,
+) -> Projection {
+    let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+    let selector = ReplicaSetSelector::of(rs);
+    let candidates = pods
+        .iter()
+        .filter(|pod| pod.controller_ref().is_none_or(|r| r.uid == uid) && is_candidate(&selector, pod))
+        .cloned()
+        .collect();
+    project(rs, candidates, context, || {
+        let Some(owner) = crate::informers::cached::controller_of(&rs.metadata) else { return HashMap::new() };
+        let related = replica_sets.iter().filter(|other| {
+            crate::informers::cached::controller_of(&other.metadata).is_some_and(|o| o.uid == owner.uid)
+        });
+        related_active_pods_per_node(related, |namespace| {
+            pods.iter().filter(|p| p.metadata.namespace.as_deref() == Some(namespace)).cloned().collect()
+        })
+    })
 }
 
 /// The contract's view of one candidate pod of the ReplicaSet with `rs_uid`, on node `node`.

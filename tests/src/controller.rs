@@ -20,7 +20,7 @@ struct Flags {
 }
 
 /// Starts the host's controller (embedded policy) on the shared control plane, watching only
-/// `ns`; `flags` are extra `host run` flags. Stop it with [`Controller::shutdown`].
+/// `ns`; `flags` are extra `wasm-replicaset run` flags. Stop it with [`Controller::shutdown`].
 pub async fn start_controller(ns: &TestNamespace, flags: &[&str]) -> Result<Controller> {
     start_controller_on(crate::shared().await?, ns, flags).await
 }
@@ -34,7 +34,7 @@ pub async fn start_controller_on(
     let kubeconfig = control_plane.kubeconfig_path().display().to_string();
     // One replica per test: no leader election; an ephemeral port for the HTTP endpoints.
     let mut argv = vec![
-        "host",
+        "wasm-replicaset",
         "--kubeconfig",
         &kubeconfig,
         "--namespace",

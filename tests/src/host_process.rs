@@ -1,4 +1,4 @@
-//! The host binary (`host-process`, the host's own `main`) running as a child process, and plain
+//! The `wasm-replicaset` binary (built here as `host-process`, the same `main`) running as a child process, and plain
 //! HTTP GETs of its `/healthz`, `/readyz` and `/metrics`.
 
 use std::path::Path;
@@ -52,7 +52,7 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
-/// The host binary (`host-process`, the host's own `main`) running `host run` as a child process.
+/// The `wasm-replicaset` binary (built here as `host-process`, the same `main`) running `run` as a child process.
 #[derive(Debug)]
 pub struct HostProcess {
     process: ManagedProcess,

@@ -63,6 +63,7 @@ pub mod pods;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod scenes;
 pub mod scheduler;
 mod serving;
 pub mod shared;

@@ -54,7 +54,7 @@ pub async fn push(ns: &TestNamespace, name: &str, bytes: &[u8], mode: Mode) -> R
 }
 
 /// Stores `bytes` in ConfigMap `config_map` (key `module.wasm`) and creates ReconcileModule `name`
-/// referring to it, in `mode` — the path `host module push` takes for large modules.
+/// referring to it, in `mode` — the path `wasm-replicaset module push` takes for large modules.
 pub async fn push_via_config_map(
     ns: &TestNamespace,
     name: &str,

@@ -1,14 +1,14 @@
 //! `deploy/` on a real API server: the kustomization renders and passes the apiserver's
-//! server-side dry-run; the host binary, run as a ServiceAccount holding exactly the deployed RBAC,
-//! scales, adopts, reports a missing rule and recovers; two replicas elect one leader and a
+//! server-side dry-run; the wasm-replicaset binary, run as a ServiceAccount holding exactly the
+//! deployed RBAC, scales, adopts, reports a missing rule and recovers; two replicas elect one leader and a
 //! SIGKILLed leader is replaced within the lease without a pod too many; /readyz and /metrics
 //! say what the Deployment's probes and Prometheus expect; the README's hand-over Lease keeps new
 //! replicas standing by; the optional finalizers component is what OwnerReferencesPermission-
 //! Enforcement needs.
 //!
 //! Each test has its own namespace on the shared control plane (the admission-plugin test has an
-//! API server of its own); the host runs as a separate process (`host-process`, the host's exact
-//! `main`) stopped by PID when the test ends.
+//! API server of its own); the controller runs as a separate process (`host-process`, the
+//! binary's exact `main`) stopped by PID when the test ends.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ const START: Duration = Duration::from_secs(60);
 /// Anything expected "soon": a few retries plus API latency on a loaded 2-core machine.
 const SOON: Duration = Duration::from_secs(30);
 
-/// `host run` flags for a test: only namespace `ns`, with the Lease and ReconcileModules there
+/// `wasm-replicaset run` flags for a test: only namespace `ns`, with the Lease and ReconcileModules there
 /// too, a short lease, JSON logs as in the Deployment.
 fn host_flags(ns: &str) -> Vec<String> {
     [
@@ -204,7 +204,7 @@ async fn the_kustomization_renders_and_passes_server_side_dry_run() -> Result<()
     let crd = deploy::only(&rendered, "CustomResourceDefinition")?;
     ensure!(
         generated.len() == 1 && numbers_as_f64(&crd["spec"]) == numbers_as_f64(&generated[0]["spec"]),
-        "the rendered CRD differs from `host crd`"
+        "the rendered CRD differs from `wasm-replicaset crd`"
     );
 
     // RBAC: exactly the calls the host makes, bound to the ServiceAccount.
@@ -272,7 +272,7 @@ async fn the_kustomization_renders_and_passes_server_side_dry_run() -> Result<()
     let pod = &deployment["spec"]["template"]["spec"];
     ensure!(pod["serviceAccountName"] == NAME);
     let container = &pod["containers"][0];
-    ensure!(container["image"] == "wasm-replicaset/host:latest", "image: {}", container["image"]);
+    ensure!(container["image"] == "wasm-replicaset/wasm-replicaset:latest", "image: {}", container["image"]);
     let args: Vec<&str> = container["args"].as_array().context("no args")?.iter().filter_map(Value::as_str).collect();
     for arg in ["run", "--leader-elect=true", "--http-addr=0.0.0.0:8080", "--log-format=json"] {
         ensure!(args.contains(&arg), "args {args:?} lack {arg}");

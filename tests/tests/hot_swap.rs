@@ -1,4 +1,4 @@
-//! Swapping the policy of a running host through ReconcileModule objects, on a real API server.
+//! Swapping the policy of a running controller through ReconcileModule objects, on a real API server.
 
 use std::time::Duration;
 
@@ -7,18 +7,15 @@ use host::{
     modules::resource::{Mode, Phase, ReconcileModule},
     policy::Source,
 };
-use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::{
-    api::{apps::v1::ReplicaSet, core::v1::Pod},
-    apimachinery::pkg::apis::meta::v1::Time,
-};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
+use kube::api::{DeleteParams, PostParams};
 use tests::{
     TestNamespace,
     controller::{replica_set, start_controller},
     eventually,
     modules::{install_crd, push, push_via_config_map, wait_phase},
-    ns, pods,
+    ns,
+    scenes::{scale, three_pods_oldest_ready_last, wait_live_pods},
 };
 use wasm_replicaset::module::{ModuleCommand, Target};
 
@@ -32,55 +29,10 @@ async fn setup() -> Result<(TestNamespace, host::run::Controller)> {
     Ok((ns, controller))
 }
 
-/// Names of the pods that are not being deleted.
-async fn live_pods(ns: &TestNamespace) -> Result<Vec<String>> {
-    let pods = ns.api::<Pod>().list(&ListParams::default()).await?.items;
-    Ok(pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).filter_map(|p| p.metadata.name).collect())
-}
-
-async fn wait_live_pods(ns: &TestNamespace, count: usize) -> Result<Vec<String>> {
-    eventually(&format!("{count} live pods"), Duration::from_secs(30), || async {
-        let live = live_pods(ns).await?;
-        Ok((live.len() == count).then_some(live))
-    })
-    .await
-}
-
-async fn scale(ns: &TestNamespace, name: &str, replicas: i32) -> Result<()> {
-    let patch = serde_json::json!({"spec": {"replicas": replicas}});
-    ns.api::<ReplicaSet>().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
-}
-
-/// A ReplicaSet "web" of 3 running, bound, ready pods, where the OLDEST pod became ready last:
-/// upstream's ranking deletes it first (most recently ready), newest-first keeps it.
-/// Returns the oldest pod's name.
-async fn three_pods_oldest_ready_last(ns: &TestNamespace) -> Result<String> {
-    ns.api::<ReplicaSet>().create(&PostParams::default(), &replica_set("web", 1)).await?;
-    let oldest = wait_live_pods(ns, 1).await?.remove(0);
-    // creationTimestamp has one-second resolution: make the others visibly younger.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    scale(ns, "web", 3).await?;
-    let all = wait_live_pods(ns, 3).await?;
-    let client = ns.client();
-    pods::create_node(client, &format!("{}-node", ns.name())).await?;
-    for name in &all {
-        pods::bind_pod(client, ns.name(), name, &format!("{}-node", ns.name())).await?;
-        let since = if *name == oldest { Timestamp::now() } else { Timestamp::now() - SignedDuration::from_hours(2) };
-        pods::set_pod_running(client, ns.name(), name, true, Time(since)).await?;
-    }
-    eventually("3 ready replicas", Duration::from_secs(30), || async {
-        let status = ns.api::<ReplicaSet>().get("web").await?.status.unwrap_or_default();
-        Ok((status.ready_replicas == Some(3)).then_some(()))
-    })
-    .await?;
-    Ok(oldest)
-}
-
 #[tokio::test]
 async fn a_pushed_policy_decides_the_next_scale_down_without_a_restart() -> Result<()> {
     let (ns, controller) = setup().await?;
-    let oldest = three_pods_oldest_ready_last(&ns).await?;
+    let oldest = three_pods_oldest_ready_last(&ns, replica_set("web", 1)).await?;
     push(&ns, "newest-first", test_guests::NEWEST_FIRST, Mode::Active).await?;
     let status = wait_phase(&ns, "newest-first", Phase::Active, VERDICT).await?;
     assert_eq!(status.world_version.as_deref(), Some("0.1.0"));
@@ -151,7 +103,7 @@ async fn a_module_that_fails_in_production_is_rolled_back() -> Result<()> {
 #[tokio::test]
 async fn a_shadow_module_reports_differences_and_applies_nothing() -> Result<()> {
     let (ns, controller) = setup().await?;
-    let oldest = three_pods_oldest_ready_last(&ns).await?;
+    let oldest = three_pods_oldest_ready_last(&ns, replica_set("web", 1)).await?;
     push(&ns, "candidate", test_guests::NEWEST_FIRST, Mode::Shadow).await?;
     wait_phase(&ns, "candidate", Phase::Shadow, VERDICT).await?;
 

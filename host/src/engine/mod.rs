@@ -103,6 +103,9 @@ pub struct SyncRecord {
     pub module: String,
     /// The last snapshot planned on and its plan (absent when no plan was made).
     pub planned: Option<(Arc<Snapshot>, Plan)>,
+    /// The snapshot the policy failed on, when the sync failed in the guest and made no plan
+    /// (so a recorder can still turn it into a fixture).
+    pub failed_on: Option<Arc<Snapshot>>,
     /// The outcome: what was done, or why the sync failed.
     pub outcome: Result<String, String>,
 }

@@ -99,6 +99,8 @@ pub struct SyncReport {
     pub guest_time: Duration,
     /// The last snapshot planned on and its plan; kept only while someone reads the sync log.
     pub planned: Option<(Arc<Snapshot>, Plan)>,
+    /// The snapshot the policy failed on; kept only while someone reads the sync log.
+    pub failed_on: Option<Arc<Snapshot>>,
 }
 
 impl SyncReport {
@@ -210,15 +212,11 @@ impl<A: ApiCalls> Engine<A> {
         };
         let namespace = rs.metadata.namespace.as_deref().unwrap_or_default();
         let selector = ReplicaSetSelector::of(rs);
-        let no_labels = std::collections::BTreeMap::new();
         let candidates = shared
             .pods
             .owned_and_orphans(namespace, rs.metadata.uid.as_deref().unwrap_or_default())
             .into_iter()
-            .filter(|pod| {
-                pod.controller_ref().is_some()
-                    || selector.matches(pod.metadata.labels.as_ref().unwrap_or(&no_labels)) == Some(true)
-            })
+            .filter(|pod| snapshot::is_candidate(&selector, pod))
             .collect();
         snapshot::project(rs, candidates, context, || self.related_pods_per_node(rs))
     }
@@ -257,9 +255,14 @@ impl<A: ApiCalls> Engine<A> {
         report: &mut SyncReport,
     ) -> Result<Option<Plan>, SyncError> {
         let started = Instant::now();
-        let outcome = policy.plan(snapshot).await.map_err(|e| match e {
-            PlanError::Module(e) => SyncError::Guest(e),
-            PlanError::Input(e) => SyncError::Input(e),
+        let outcome = policy.plan(snapshot).await.map_err(|e| {
+            if self.shared.sync_log.receiver_count() > 0 {
+                report.failed_on = Some(snapshot.clone());
+            }
+            match e {
+                PlanError::Module(e) => SyncError::Guest(e),
+                PlanError::Input(e) => SyncError::Input(e),
+            }
         })?;
         report.guest_time += started.elapsed();
         match outcome {
@@ -324,36 +327,23 @@ impl<A: ApiCalls> Engine<A> {
             key: key.to_string(),
             module: policy.module().digest.short(),
             planned: report.planned.clone(),
+            failed_on: report.failed_on.clone(),
             outcome,
         };
         let _ = self.shared.sync_log.send(record);
     }
 
-    /// Active pods per node that are related to `rs`: those matching the selector of any
-    /// ReplicaSet sharing its controller (upstream `getIndirectlyRelatedPods`); none without a
-    /// controller.
+    /// Active pods per node that are related to `rs` (see
+    /// [`snapshot::related_active_pods_per_node`]), from the indexes.
     fn related_pods_per_node(&self, rs: &ReplicaSet) -> HashMap<String, u32> {
-        let mut per_node = HashMap::new();
         let Some(owner) = crate::informers::cached::controller_of(&rs.metadata) else {
             // Upstream logs "ReplicaSet has no controller" and ranks without colocation.
-            return per_node;
+            return HashMap::new();
         };
-        let mut seen = std::collections::HashSet::new();
-        for related in self.shared.replica_sets.with_controller(&owner.uid) {
-            let selector = ReplicaSetSelector::of(&related);
-            let namespace = related.metadata.namespace.as_deref().unwrap_or_default();
-            for pod in self.shared.pods.in_namespace(namespace) {
-                let no_labels = std::collections::BTreeMap::new();
-                let labels = pod.metadata.labels.as_ref().unwrap_or(&no_labels);
-                if selector.matches(labels) != Some(true) || !seen.insert(pod.metadata.uid.clone()) {
-                    continue;
-                }
-                if pod.is_active() {
-                    *per_node.entry(pod.node_name.clone().unwrap_or_default()).or_insert(0) += 1;
-                }
-            }
-        }
-        per_node
+        let related = self.shared.replica_sets.with_controller(&owner.uid);
+        snapshot::related_active_pods_per_node(related.iter().map(|rs| &**rs), |namespace| {
+            self.shared.pods.in_namespace(namespace)
+        })
     }
 }
 

@@ -8,6 +8,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::telemetry::Throttle;
+
 use super::{
     ConfigError, JITTER_FACTOR, LeaderElectionConfig, LeaderHandle,
     lease::{Attempt, LeaseError},
@@ -27,6 +29,8 @@ pub struct LeaderElector {
     pub(super) observed: Option<Observed>,
     /// The Lease object last read or written: its resourceVersion makes our update conditional.
     pub(super) lease: Option<Lease>,
+    /// Spaces out the warning while attempts keep failing.
+    pub(super) failures: Throttle,
 }
 
 impl std::fmt::Debug for LeaderElector {
@@ -49,6 +53,7 @@ impl LeaderElector {
             request_timeout: (config.renew_deadline / 2).max(Duration::from_secs(1)),
             observed: None,
             lease: None,
+            failures: Throttle::default(),
             config,
         })
     }
@@ -108,8 +113,12 @@ impl LeaderElector {
                 attempt = self.try_acquire_or_renew() => attempt,
             };
             match attempt {
-                Attempt::Holding => return Some(started),
+                Attempt::Holding => {
+                    self.answered();
+                    return Some(started);
+                }
                 Attempt::HeldBy(holder) => {
+                    self.answered();
                     let (identity, lease) = (&self.config.identity, self.config.describe());
                     debug!(%identity, %lease, %holder, "lease is held by another candidate and has not expired");
                 }
@@ -154,7 +163,10 @@ impl LeaderElector {
                 attempt = tokio::time::timeout(deadline - started, self.try_acquire_or_renew()) => attempt,
             };
             match attempt {
-                Ok(Attempt::Holding) => deadline = started + renew_deadline,
+                Ok(Attempt::Holding) => {
+                    self.answered();
+                    deadline = started + renew_deadline;
+                }
                 Ok(Attempt::HeldBy(holder)) => return Renewal::Lost(format!("the lease is now held by {holder:?}")),
                 Ok(Attempt::Failed(error)) => self.log_failure("renew", &error),
                 Err(_) => self.log_failure("renew", &LeaseError::Timeout(deadline - started)),
@@ -162,13 +174,30 @@ impl LeaderElector {
         }
     }
 
-    fn log_failure(&self, action: &str, error: &LeaseError) {
+    /// An attempt failed: a conflict is part of the protocol; anything else is the reason this
+    /// replica is not leading (or may stop), warned about once per backoff step.
+    fn log_failure(&mut self, action: &str, error: &LeaseError) {
         let (identity, lease) = (&self.config.identity, self.config.describe());
         if error.is_conflict() {
             // Someone wrote the Lease between our read and our update: not acquired this round.
             debug!(%identity, %lease, %error, "conflict while trying to {action} the lease");
+            return;
+        }
+        self.handle.lock().last_error = Some(format!("failed to {action} the lease {lease}: {error}"));
+        let Some(left_out) = self.failures.allow() else { return };
+        if action == "renew" {
+            warn!(%identity, %lease, %error, left_out, "failed to renew the lease; leading ends at the renew deadline unless a renewal succeeds");
         } else {
-            warn!(%identity, %lease, %error, "failed to {action} the lease");
+            warn!(%identity, %lease, %error, left_out, "not leading: failed to acquire the lease, retrying; this replica reconciles nothing until it leads");
+        }
+    }
+
+    /// An attempt got an answer (ours or someone else's lease): failures are over.
+    fn answered(&mut self) {
+        self.handle.lock().last_error = None;
+        if self.failures.clear() {
+            let (identity, lease) = (&self.config.identity, self.config.describe());
+            info!(%identity, %lease, "the lease can be read and written again");
         }
     }
 }

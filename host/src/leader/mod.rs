@@ -20,6 +20,7 @@
 mod config;
 mod elector;
 mod lease;
+mod preflight;
 mod record;
 
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex};
 pub use self::{
     config::{ConfigError, JITTER_FACTOR, LeaderElectionConfig},
     elector::LeaderElector,
+    preflight::PreflightError,
 };
 
 /// A cheap, cloneable view of an elector's state for health and readiness reporting.
@@ -40,6 +42,8 @@ pub struct LeaderHandle {
 struct HandleState {
     leading: bool,
     holder: Option<String>,
+    /// Why the last attempt to acquire or renew failed, until one succeeds.
+    last_error: Option<String>,
 }
 
 impl LeaderHandle {
@@ -58,6 +62,12 @@ impl LeaderHandle {
     /// `GetLeader`); `None` before the first read, or when the lease was released.
     pub fn holder(&self) -> Option<String> {
         self.lock().holder.clone()
+    }
+
+    /// Why the last attempt to acquire or renew the lease failed (one line), until an attempt
+    /// gets an answer again; what `/readyz` reports as the reason this replica is not leading.
+    pub fn last_error(&self) -> Option<String> {
+        self.lock().last_error.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HandleState> {

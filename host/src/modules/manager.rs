@@ -29,7 +29,41 @@ use crate::{
     metrics::Metrics,
     policy::{ActivePolicy, RollbackRequest, Serving, Shadow, Source},
     sandbox::PolicyModule,
+    telemetry::Throttle,
 };
+
+/// Says what a failing ReconcileModule watch means, without repeating itself: a missing CRD once
+/// (hot swap is simply off until it is installed), other failures once per backoff step.
+#[derive(Debug, Default)]
+struct WatchHealth {
+    failures: Throttle,
+    crd_missing: bool,
+}
+
+impl WatchHealth {
+    fn failed(&mut self, error: &watcher::Error, serving: &Source) {
+        let missing_crd =
+            matches!(error, watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 404);
+        if missing_crd {
+            if !std::mem::replace(&mut self.crd_missing, true) {
+                tracing::warn!(policy = %serving, "the ReconcileModule CRD is not installed: hot swap is off and this policy keeps serving; ReplicaSets are reconciled all the same. Install it with `kubectl apply -k deploy/` (or `wasm-replicaset crd | kubectl apply -f -`), or pass --watch-modules=false");
+            }
+            return;
+        }
+        if let Some(left_out) = self.failures.allow() {
+            tracing::warn!(%error, left_out, "watching ReconcileModules failed, retrying; ReplicaSets are reconciled all the same");
+        }
+    }
+
+    fn recovered(&mut self) {
+        if std::mem::take(&mut self.crd_missing) {
+            tracing::info!("the ReconcileModule CRD is installed now: following ReconcileModules (hot swap on)");
+        }
+        if self.failures.clear() {
+            tracing::info!("watching ReconcileModules again");
+        }
+    }
+}
 
 /// How often shadow counters are written to the shadow object's status.
 const SHADOW_REPORT_INTERVAL: Duration = Duration::from_secs(5);
@@ -111,6 +145,7 @@ impl<A: ModuleApi> ModuleManager<A> {
         futures::pin_mut!(events);
         tokio::pin!(stop);
         let mut listing = Vec::new();
+        let mut watch_health = WatchHealth::default();
         let mut ticker = tokio::time::interval(SHADOW_REPORT_INTERVAL);
         loop {
             let input = tokio::select! {
@@ -126,12 +161,19 @@ impl<A: ModuleApi> ModuleManager<A> {
                     None => continue,
                 },
                 event = events.next() => match event {
-                    Some(Ok(event)) => match watched(event, &mut listing) {
-                        Some(input) => input,
-                        None => continue,
-                    },
+                    Some(Ok(event)) => {
+                        // `Init` comes before the list is even tried: only what follows it shows
+                        // the watch works.
+                        if !matches!(event, watcher::Event::Init) {
+                            watch_health.recovered();
+                        }
+                        match watched(event, &mut listing) {
+                            Some(input) => input,
+                            None => continue,
+                        }
+                    }
                     Some(Err(error)) => {
-                        tracing::warn!(%error, "watching ReconcileModules failed, retrying (is the CRD installed? `host crd | kubectl apply -f -`)");
+                        watch_health.failed(&error, &self.policy.serving().source);
                         continue;
                     }
                     None => break,

@@ -263,7 +263,7 @@ impl<M: Module> Rollout<M> {
             Some((g, t)) if g == generation && t == token => {}
             // 3. Only the rollback token changed.
             Some((g, _)) if g == generation => {
-                self.roll_back_object(&uid, "rollback requested (host module rollback)", out);
+                self.roll_back_object(&uid, "rollback requested (wasm-replicaset module rollback)", out);
             }
             // 4. Rolled back at this generation, by the leader or an earlier host.
             _ if obj.status.as_ref().is_some_and(|s| rolled_back_at(s, generation)) => {

@@ -211,7 +211,7 @@ fn a_new_rollback_token_rolls_back_only_a_serving_object() {
     assert_eq!(serves(&effects), ["baseline"]);
     let status = report_of(&effects, "a");
     assert_eq!(status.phase, Phase::RolledBack);
-    assert!(status.message.ends_with(": rollback requested (host module rollback)"), "{}", status.message);
+    assert!(status.message.ends_with(": rollback requested (wasm-replicaset module rollback)"), "{}", status.message);
     assert_eq!(status.failing_key, None, "a rollback by hand names no failing key");
     assert_eq!(core.state("a"), Some(State::RolledBack));
 }

@@ -14,6 +14,8 @@
 
 pub mod shadow;
 
+pub use shadow::ShadowDifference;
+
 use std::{
     fmt,
     sync::{
@@ -23,7 +25,7 @@ use std::{
 };
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     contract::{ReplicaSet, ReplicaSetStatus, Snapshot},
@@ -131,6 +133,8 @@ pub struct ActivePolicy {
     consecutive_failures: AtomicU32,
     rollback_after: u32,
     rollbacks: Option<mpsc::UnboundedSender<RollbackRequest>>,
+    /// Shadow comparisons that differed, for whoever subscribes (filled only while someone does).
+    shadow_log: broadcast::Sender<ShadowDifference>,
 }
 
 impl ActivePolicy {
@@ -155,7 +159,14 @@ impl ActivePolicy {
             consecutive_failures: AtomicU32::new(0),
             rollback_after,
             rollbacks,
+            shadow_log: broadcast::channel(256).0,
         }
+    }
+
+    /// Every shadow comparison that differs from now on (or whose candidate fails), with both
+    /// outcomes and the snapshot; a slow reader misses the oldest ones, never delays a sync.
+    pub fn shadow_differences(&self) -> broadcast::Receiver<ShadowDifference> {
+        self.shadow_log.subscribe()
     }
 
     /// The serving module for one sync of `key`: every guest call of that sync goes through it.
@@ -298,7 +309,7 @@ impl SyncPolicy<'_> {
             }
         };
         if !std::mem::replace(&mut self.planned, true) {
-            shadow::compare_later(self.policy, &self.key, snapshot, &outcome);
+            shadow::compare_later(self.policy, self.serving.module.digest, &self.key, snapshot, &outcome);
         }
         Ok(outcome)
     }

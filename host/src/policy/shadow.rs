@@ -6,30 +6,73 @@ use std::sync::{Arc, atomic::Ordering};
 use super::ActivePolicy;
 use crate::{
     contract::{Plan, ReconcileError, Snapshot},
-    sandbox::ReconcileOutcome,
+    sandbox::{Digest, ReconcileOutcome},
 };
 
+/// A comparison that found the candidate planning differently (or failing), with everything
+/// needed to replay it: the snapshot and both outcomes.
+#[derive(Debug, Clone)]
+pub struct ShadowDifference {
+    /// The ReplicaSet key.
+    pub key: Arc<str>,
+    /// The snapshot both modules planned on.
+    pub snapshot: Arc<Snapshot>,
+    /// The serving module.
+    pub serving: Digest,
+    /// What the serving module returned (and the engine applied).
+    pub serving_outcome: ReconcileOutcome,
+    /// The shadow candidate.
+    pub candidate: Digest,
+    /// What the candidate returned, or why its call failed (one line).
+    pub candidate_outcome: Result<ReconcileOutcome, String>,
+    /// The difference in one line, naming pods.
+    pub difference: String,
+}
+
 /// Runs the shadow candidate (if any) on `snapshot` in the background and records how its plan
-/// compares with `serving`'s. Never delays the sync that called it.
-pub fn compare_later(policy: &ActivePolicy, key: &Arc<str>, snapshot: &Arc<Snapshot>, serving: &ReconcileOutcome) {
+/// compares with `serving`'s (the outcome of the module `serving_module`). Never delays the sync
+/// that called it.
+pub fn compare_later(
+    policy: &ActivePolicy,
+    serving_module: Digest,
+    key: &Arc<str>,
+    snapshot: &Arc<Snapshot>,
+    serving: &ReconcileOutcome,
+) {
     let Some(shadow) = policy.shadow() else { return };
+    let log = policy.shadow_log.clone();
     let (sandbox, key, snapshot, serving) = (policy.sandbox().clone(), key.clone(), snapshot.clone(), serving.clone());
     tokio::spawn(async move {
-        match sandbox.reconcile(&shadow.candidate.module, &key, &snapshot).await {
+        let candidate = shadow.candidate.module.digest;
+        let (candidate_outcome, summary) = match sandbox.reconcile(&shadow.candidate.module, &key, &snapshot).await {
             Err(error) => {
                 shadow.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(key = %key, shadow = %shadow.candidate.module.digest.short(), %error, "shadow module failed");
+                tracing::warn!(key = %key, shadow = %candidate.short(), %error, "shadow module failed");
+                (Err(error.failure.to_string()), format!("shadow failed: {}", error.failure))
             }
-            Ok((candidate, _)) => match difference(&snapshot, &serving, &candidate) {
+            Ok((outcome, _)) => match difference(&snapshot, &serving, &outcome) {
                 None => {
                     shadow.agreements.fetch_add(1, Ordering::Relaxed);
+                    return;
                 }
                 Some(diff) => {
                     shadow.differences.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(key = %key, shadow = %shadow.candidate.module.digest.short(), difference = %diff, "shadow plan differs");
-                    *shadow.example.lock().expect("shadow example lock") = Some((key.to_string(), diff));
+                    tracing::info!(key = %key, shadow = %candidate.short(), difference = %diff, "shadow plan differs");
+                    *shadow.example.lock().expect("shadow example lock") = Some((key.to_string(), diff.clone()));
+                    (Ok(outcome), diff)
                 }
             },
+        };
+        if log.receiver_count() > 0 {
+            let _ = log.send(ShadowDifference {
+                key,
+                snapshot,
+                serving: serving_module,
+                serving_outcome: serving,
+                candidate,
+                candidate_outcome,
+                difference: summary,
+            });
         }
     });
 }

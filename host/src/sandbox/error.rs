@@ -37,6 +37,20 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// A short, stable label for reports (the conformance command, JUnit failure types).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NotWasm => "not_wasm",
+            Self::CoreModule => "core_module",
+            Self::Invalid(_) => "invalid_component",
+            Self::ForbiddenImport(_) => "forbidden_import",
+            Self::WrongVersion { .. } => "wrong_version",
+            Self::WrongWorld { .. } => "wrong_world",
+        }
+    }
+}
+
 /// A call into a module that failed; names the module and the cause in one line.
 #[derive(Debug, thiserror::Error)]
 #[error("policy module {}: {failure}", digest.short())]

@@ -1,6 +1,6 @@
 //! The README's main command: a live cluster (kube-scheduler places the pods on kwok's fake nodes,
-//! which start them, turn them Ready, crash-loop one and complete evictions), the host with its
-//! embedded policy, and a ReplicaSet scaled up, down and drained, narrated in the terminal.
+//! which start them, turn them Ready, crash-loop one and complete evictions), the controller
+//! (`wasm-replicaset run`, in process) with its embedded policy, and a ReplicaSet scaled up, down and drained, narrated in the terminal.
 //! Nothing is faked by patching status. Everything it starts, it stops.
 //!
 //! Run it with `./demo.sh` (which builds the control plane first) or
@@ -54,7 +54,7 @@ async fn main() -> Result<()> {
     let cluster = start_live_cluster().await?;
     let ns = cluster.control_plane().create_namespace("demo").await?;
     let client = ns.client().clone();
-    let (controller, mut log) = start_host(&cluster, &ns).await?;
+    let (controller, mut log) = start_controller(&cluster, &ns).await?;
     let rss: Api<ReplicaSet> = ns.api();
     let pods_api: Api<Pod> = ns.api();
 
@@ -99,7 +99,7 @@ async fn main() -> Result<()> {
     step("events on the ReplicaSet (what `kubectl describe rs web` shows)");
     show_events(&Api::<Event>::namespaced(client.clone(), ns.name())).await?;
 
-    step("stopping the host and the live cluster");
+    step("stopping the controller and the live cluster");
     controller.shutdown().await;
     cluster.stop();
     println!("  everything the demo started is stopped\n");
@@ -128,14 +128,14 @@ async fn start_live_cluster() -> Result<LiveCluster> {
     Ok(cluster)
 }
 
-/// The host with its embedded policy, watching `ns`, and its sync log.
-async fn start_host(
+/// The controller with its embedded policy, watching `ns`, and its sync log.
+async fn start_controller(
     cluster: &LiveCluster,
     ns: &TestNamespace,
 ) -> Result<(Controller, broadcast::Receiver<SyncRecord>)> {
-    step("starting the host with the embedded default policy");
+    step("starting the controller with the embedded default policy");
     let kubeconfig = cluster.control_plane().kubeconfig_path().display().to_string();
-    let args = RunArgs::from_flags([
+    let flags = [
         "--kubeconfig",
         &kubeconfig,
         "--namespace",
@@ -143,7 +143,9 @@ async fn start_host(
         "--leader-elect=false",
         "--watch-modules=false",
         "--http-addr=127.0.0.1:0",
-    ])?;
+    ];
+    println!("  as `wasm-replicaset run {}`", flags.join(" "));
+    let args = RunArgs::from_flags(flags)?;
     let controller = Controller::start(&args, Arc::new(policy_kit::conformance::check)).await?;
     let log = controller.engine.shared.sync_log.subscribe();
     controller.engine.wait_synced().await;
@@ -179,7 +181,7 @@ async fn owned_by_deployment(ns: &TestNamespace, mut rs: ReplicaSet) -> Result<R
 }
 
 /// Prints each change of ready and available replicas until `replicas` are available: the last
-/// step needs no pod event, only the host's requeue after `minReadySeconds`.
+/// step needs no pod event, only the controller's requeue after `minReadySeconds`.
 async fn watch_availability(rss: &Api<ReplicaSet>, replicas: i32) -> Result<()> {
     let started = std::time::Instant::now();
     let last = std::cell::Cell::new(None);

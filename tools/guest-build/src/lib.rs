@@ -4,6 +4,7 @@
 //! WASI imports) with the workspace's `guest` profile, then the core module is encoded as a
 //! component with `wit-component`, using the component-type section that `wit-bindgen` embeds.
 //! The inner cargo uses its own target directory so it never waits on the outer build's lock.
+//! Guests written in C are built by [`c`].
 
 use std::{
     env,
@@ -12,6 +13,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+
+pub mod c;
 
 const TARGET: &str = "wasm32-unknown-unknown";
 
