@@ -96,9 +96,9 @@ pub struct CallStats {
 pub type ReconcileOutcome = Result<Plan, ReconcileError>;
 
 /// The fuel a call may burn on the async worker that awaits it before it is handed to the
-/// blocking pool (see [`Sandbox::run`]): ~5x what the default policy needs for 100 pods, and
-/// about a millisecond of a guest that only loops.
-pub const INLINE_FUEL: u64 = 1_000_000;
+/// blocking pool (see [`Sandbox::run`]): 1.5x what the default policy needs for 100 pods, and a
+/// fraction of a millisecond of a guest that only loops.
+pub const INLINE_FUEL: u64 = 300_000;
 
 /// Snapshots of at most this many pods are tried on the async worker first (see
 /// [`Sandbox::run`]); larger ones would mostly spend the probe's fuel for nothing.
@@ -304,7 +304,7 @@ impl Sandbox {
     /// Runs a call under `budget`, holding one of the instance slots. Handing a call to the
     /// blocking pool and back costs ~40 µs, more than a small call itself, so a `small` call
     /// first runs here on the async worker with its fuel capped at [`INLINE_FUEL`] (a
-    /// millisecond or so, even for a guest that only loops); a call that needs more is run
+    /// millisecond, even for a guest that only loops); a call that needs more is run
     /// again, from the start, on the blocking pool with its whole budget. A call is a pure
     /// function of its input on a fresh instance, so running it twice changes nothing but the
     /// time.
