@@ -95,6 +95,11 @@ pub struct RunArgs {
     /// Address of /healthz, /readyz and /metrics; `off` disables them.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub http_addr: String,
+    // === Faults ===
+    /// How long a ReplicaSet's unobserved pod creations and deletions hold back its scaling
+    /// before it is synced anyway (upstream's fixed ExpectationsTimeout, 5m); e.g. 30s.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub expectations_ttl: Duration,
 }
 
 /// `15s`, `1m30s`, `500ms` as a positive Duration (jiff's friendly format).
@@ -174,7 +179,9 @@ impl Controller {
     /// Connects, loads the policy module and starts everything; workers sync while leading.
     /// An uploaded module serves only once it passes `checks`.
     pub async fn start(args: &RunArgs, checks: Arc<dyn ModuleCheck>) -> Result<Self> {
-        let clients = Clients::connect(args).await?;
+        // One identity for the Lease and the user agents, so the audit log names the replica.
+        let identity = format!("{}_{}", hostname(), uuid_like());
+        let clients = Clients::connect(args, &identity).await?;
         // Compiled before anything else, so a standby is ready to sync the moment it leads.
         let (policy, rollbacks) = load_policy(args).await?;
         let metrics = Arc::new(Metrics::default());
@@ -182,7 +189,7 @@ impl Controller {
         // elector, which releases the lease only after the last sync is done.
         let (stop, stop_rx) = watch::channel(false);
         let (release, release_rx) = watch::channel(false);
-        let election = Election::start(args, clients.election, release_rx)?;
+        let election = Election::start(args, identity, clients.election, release_rx)?;
         let leading = election.leading.clone();
 
         let (recorder, writer) = events::new_recorder(clients.writes.clone(), RecorderConfig::default());
@@ -200,7 +207,11 @@ impl Controller {
             .writing_when(leading.clone());
             tokio::spawn(manager.run(stopped(stop_rx.clone())));
         }
-        let engine_config = EngineConfig { namespace: args.namespace.clone(), ..EngineConfig::default() };
+        let engine_config = EngineConfig {
+            namespace: args.namespace.clone(),
+            expectations_ttl: args.expectations_ttl,
+            ..EngineConfig::default()
+        };
         let api = KubeApi::new(clients.writes, recorder.clone());
         let collaborators = Collaborators { policy: policy.clone(), metrics: metrics.clone(), api };
         let engine = Engine::start(clients.watches, &engine_config, collaborators, stop_rx.clone());
@@ -210,8 +221,10 @@ impl Controller {
             events: recorder,
             policy,
             leading: leading.clone(),
+            engine: engine.shared.clone(),
+            reachability: clients.reachability.clone(),
         });
-        let readiness = readiness(engine.clone(), leading.clone(), election.holder);
+        let readiness = readiness(engine.clone(), clients.reachability, leading.clone(), election.holder);
         let http_addr = serve_http(&args.http_addr, metrics, readiness, stopped(release.subscribe())).await?;
         let workers = tokio::spawn(lead(engine.clone(), args.workers, leading.clone(), stop_rx));
         Ok(Self {
@@ -259,16 +272,28 @@ struct Clients {
     election: kube::Client,
     /// The write client's request counts (for /metrics).
     stats: client::RequestStats,
+    /// Whether the API server answers any of them (for /readyz).
+    reachability: client::Reachability,
 }
 
 impl Clients {
-    async fn connect(args: &RunArgs) -> Result<Self> {
+    /// Each client's user agent names this replica's `identity` and the client's purpose.
+    async fn connect(args: &RunArgs, identity: &str) -> Result<Self> {
         let config = kube_config(args.kubeconfig.as_ref()).await?;
-        let build = |config| client::build_client(config, args.kube_api_qps, args.kube_api_burst);
-        let (writes, stats) = build(config.clone())?;
-        let (watches, _) = build(config.clone())?;
-        let (election, _) = build(config)?;
-        Ok(Self { watches, writes, election, stats })
+        let reachability = client::Reachability::default();
+        let build = |purpose: &str| {
+            let options = client::ClientOptions {
+                qps: args.kube_api_qps,
+                burst: args.kube_api_burst,
+                user_agent: Some(client::user_agent(identity, purpose)),
+                reachability: reachability.clone(),
+            };
+            client::build_client_with(config.clone(), &options)
+        };
+        let (writes, stats) = build("writes")?;
+        let (watches, _) = build("watches")?;
+        let (election, _) = build("leader-election")?;
+        Ok(Self { watches, writes, election, stats, reachability })
     }
 }
 
@@ -301,13 +326,12 @@ struct Election {
 impl Election {
     /// Starts electing (or, with `--leader-elect=false`, leads at once); the elector runs until
     /// `release` turns true and then gives the lease up.
-    fn start(args: &RunArgs, client: kube::Client, release: watch::Receiver<bool>) -> Result<Self> {
+    fn start(args: &RunArgs, identity: String, client: kube::Client, release: watch::Receiver<bool>) -> Result<Self> {
         let (leading_tx, leading) = watch::channel(!args.leader_elect);
         if !args.leader_elect {
             return Ok(Self { leading, holder: None, task: None });
         }
         let namespace = args.leader_elect_resource_namespace.clone().unwrap_or_else(|| args.module_namespace.clone());
-        let identity = format!("{}_{}", hostname(), uuid_like());
         let mut config = LeaderElectionConfig::new(namespace, &args.leader_elect_resource_name, identity);
         config.lease_duration = args.leader_elect_lease_duration;
         config.renew_deadline = args.leader_elect_renew_deadline;
@@ -375,13 +399,16 @@ async fn lead(
     }
 }
 
-/// `/readyz`: caches synced and no access denied; says whether this replica leads.
+/// `/readyz`: caches synced, the API server answering and no access denied; says whether this
+/// replica leads.
 fn readiness(
     engine: Arc<Engine<KubeApi>>,
+    reachability: client::Reachability,
     leading: watch::Receiver<bool>,
     holder: Option<LeaderHandle>,
 ) -> server::Readiness {
     Box::new(move || {
+        reachability.check().map_err(|e| e.to_string())?;
         let note = engine.readiness()?;
         let role = match (&holder, *leading.borrow()) {
             (None, _) => "no leader election".to_string(),
