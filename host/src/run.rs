@@ -181,7 +181,10 @@ impl Controller {
     pub async fn start(args: &RunArgs, checks: Arc<dyn ModuleCheck>) -> Result<Self> {
         // One identity for the Lease and the user agents, so the audit log names the replica.
         let identity = format!("{}_{}", hostname(), uuid_like());
-        let clients = Clients::connect(args, &identity).await?;
+        // Made before the clients: the write client refuses writes while this replica does not
+        // lead (client::leadership); the elector drives it.
+        let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
+        let clients = Clients::connect(args, &identity, &leading_rx).await?;
         // Compiled before anything else, so a standby is ready to sync the moment it leads.
         let (policy, rollbacks) = load_policy(args).await?;
         let metrics = Arc::new(Metrics::default());
@@ -189,7 +192,7 @@ impl Controller {
         // elector, which releases the lease only after the last sync is done.
         let (stop, stop_rx) = watch::channel(false);
         let (release, release_rx) = watch::channel(false);
-        let election = Election::start(args, identity, clients.election, release_rx)?;
+        let election = Election::start(args, identity, clients.election, release_rx, (leading_tx, leading_rx))?;
         let leading = election.leading.clone();
 
         let (recorder, writer) = events::new_recorder(clients.writes.clone(), RecorderConfig::default());
@@ -278,21 +281,23 @@ struct Clients {
 
 impl Clients {
     /// Each client's user agent names this replica's `identity` and the client's purpose.
-    async fn connect(args: &RunArgs, identity: &str) -> Result<Self> {
+    /// Only the write client is gated on `leading`: the elector writes its Lease to lead at all.
+    async fn connect(args: &RunArgs, identity: &str, leading: &watch::Receiver<bool>) -> Result<Self> {
         let config = kube_config(args.kubeconfig.as_ref()).await?;
         let reachability = client::Reachability::default();
-        let build = |purpose: &str| {
+        let build = |purpose: &str, leader_only: Option<&watch::Receiver<bool>>| {
             let options = client::ClientOptions {
                 qps: args.kube_api_qps,
                 burst: args.kube_api_burst,
                 user_agent: Some(client::user_agent(identity, purpose)),
                 reachability: reachability.clone(),
+                leader_only: leader_only.cloned(),
             };
             client::build_client_with(config.clone(), &options)
         };
-        let (writes, stats) = build("writes")?;
-        let (watches, _) = build("watches")?;
-        let (election, _) = build("leader-election")?;
+        let (writes, stats) = build("writes", Some(leading))?;
+        let (watches, _) = build("watches", None)?;
+        let (election, _) = build("leader-election", None)?;
         Ok(Self { watches, writes, election, stats, reachability })
     }
 }
@@ -326,8 +331,14 @@ struct Election {
 impl Election {
     /// Starts electing (or, with `--leader-elect=false`, leads at once); the elector runs until
     /// `release` turns true and then gives the lease up.
-    fn start(args: &RunArgs, identity: String, client: kube::Client, release: watch::Receiver<bool>) -> Result<Self> {
-        let (leading_tx, leading) = watch::channel(!args.leader_elect);
+    /// `leading` is the channel the elector reports on (true from the start without election).
+    fn start(
+        args: &RunArgs,
+        identity: String,
+        client: kube::Client,
+        release: watch::Receiver<bool>,
+        (leading_tx, leading): (watch::Sender<bool>, watch::Receiver<bool>),
+    ) -> Result<Self> {
         if !args.leader_elect {
             return Ok(Self { leading, holder: None, task: None });
         }

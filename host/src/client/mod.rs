@@ -5,10 +5,12 @@
 //! [`build_client`] puts them together; `run` builds one client per purpose (watches, writes,
 //! leader election), as kube-controller-manager does, all sharing one [`Reachability`].
 
+pub mod leadership;
 pub mod reachability;
 pub mod throttle;
 pub mod transport;
 
+pub use leadership::{LeaderOnlyLayer, NotLeading};
 pub use reachability::Reachability;
 pub use throttle::{RequestCounts, RequestStats, Throttle, ThrottleLayer};
 
@@ -24,6 +26,9 @@ pub struct ClientOptions {
     pub user_agent: Option<String>,
     /// Where every request's outcome is recorded.
     pub reachability: Reachability,
+    /// Whether this replica leads, for a client whose writes must stop with leadership
+    /// ([`leadership`]); `None` writes regardless (reads, and the leader election itself).
+    pub leader_only: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// Builds a [`kube::Client`] from `config` whose every non-watch request first takes a token from a
@@ -36,7 +41,8 @@ pub fn build_client(config: kube::Config, qps: f32, burst: u32) -> Result<(kube:
     build_client_with(config, &ClientOptions { qps, burst, ..ClientOptions::default() })
 }
 
-/// [`build_client`] with a user agent and a shared [`Reachability`].
+/// [`build_client`] with a user agent, a shared [`Reachability`] and, for the write client, a
+/// leadership gate.
 ///
 /// # Errors
 ///
@@ -52,7 +58,8 @@ pub fn build_client_with(
     }
     let layer = ThrottleLayer::new(options.qps, options.burst);
     let stats = layer.stats();
-    let client = transport::client(config, layer, &options.reachability)?;
+    let leader_only = options.leader_only.clone().map(LeaderOnlyLayer::new);
+    let client = transport::client(config, layer, &options.reachability, leader_only)?;
     Ok((client, stats))
 }
 

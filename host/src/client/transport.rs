@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{Reachability, ThrottleLayer};
+use super::{LeaderOnlyLayer, Reachability, ThrottleLayer};
 
 /// An HTTP/2 connection silent this long is pinged (client-go: 30 s `ReadIdleTimeout`).
 ///
@@ -16,11 +16,13 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 /// `PingTimeout`).
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A `kube::Client` for `config` whose requests pass `throttle` and report to `reachability`.
+/// A `kube::Client` for `config` whose requests pass `throttle` and report to `reachability`,
+/// and whose writes need `leader_only`'s leadership when given.
 pub(super) fn client(
     config: kube::Config,
     throttle: ThrottleLayer,
     reachability: &Reachability,
+    leader_only: Option<LeaderOnlyLayer>,
 ) -> Result<kube::Client, kube::Error> {
     // Proxies and exec credentials (whose client certificates expire) need kube's own builder;
     // it reports outcomes from outside kube's stack.
@@ -34,7 +36,8 @@ pub(super) fn client(
     } else {
         http2_client_builder(config, reachability)?
     };
-    Ok(builder.with_layer(&throttle).build())
+    // Outside the throttle: a write still waiting for a token is cancelled with leadership.
+    Ok(builder.with_layer(&throttle).with_layer(&tower::util::option_layer(leader_only)).build())
 }
 
 /// The service type kube's `ClientBuilder::try_from` builds (kube's `GenericService`, not exported).
