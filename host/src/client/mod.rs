@@ -59,7 +59,7 @@ pub fn build_client_with(
     let layer = ThrottleLayer::new(options.qps, options.burst);
     let stats = layer.stats();
     let leader_only = options.leader_only.clone().map(LeaderOnlyLayer::new);
-    let client = transport::client(config, layer, &options.reachability, leader_only)?;
+    let client = transport::client(config, &layer, &options.reachability, leader_only)?;
     Ok((client, stats))
 }
 

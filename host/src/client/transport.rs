@@ -20,7 +20,7 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// and whose writes need `leader_only`'s leadership when given.
 pub(super) fn client(
     config: kube::Config,
-    throttle: ThrottleLayer,
+    throttle: &ThrottleLayer,
     reachability: &Reachability,
     leader_only: Option<LeaderOnlyLayer>,
 ) -> Result<kube::Client, kube::Error> {
@@ -37,7 +37,7 @@ pub(super) fn client(
         http2_client_builder(config, reachability)?
     };
     // Outside the throttle: a write still waiting for a token is cancelled with leadership.
-    Ok(builder.with_layer(&throttle).with_layer(&tower::util::option_layer(leader_only)).build())
+    Ok(builder.with_layer(throttle).with_layer(&tower::util::option_layer(leader_only)).build())
 }
 
 /// The service type kube's `ClientBuilder::try_from` builds (kube's `GenericService`, not exported).
