@@ -69,6 +69,7 @@ pub mod prometheus;
 pub mod scheduler;
 mod serving;
 pub mod shared;
+pub mod soak;
 pub mod stages;
 pub mod stall_proxy;
 pub mod toxiproxy;
