@@ -95,8 +95,7 @@ fn http2_client_builder(
             .http2_keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .http2_keep_alive_while_idle(true)
             .build(connector);
-    let retry =
-        config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
+    let retry = config.default_retry.then(|| tower::retry::RetryLayer::new(RetryAfter::default()));
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(retry)
@@ -107,6 +106,62 @@ fn http2_client_builder(
         .map_result(reachability.recorder())
         .boxed();
     Ok(kube::client::ClientBuilder::new(service, config.default_namespace))
+}
+/// How many times an answer with `Retry-After` is retried (client-go's default `maxRetries`).
+pub const MAX_RETRIES: u32 = 10;
+
+/// client-go's retry: an answer of 429 or 5xx that carries `Retry-After: <seconds>` is retried
+/// after exactly that long, at most [`MAX_RETRIES`] times; nothing else is retried.
+///
+/// kube's `RetryPolicy::server_retry` retries 429/503/504 up to 15 times after the longer of
+/// `Retry-After` and an exponential backoff growing to 1000 s, so an API server shedding load
+/// with `Retry-After: 1` saw a create wait minutes before its next try.
+#[derive(Clone, Copy, Debug, Default)]
+struct RetryAfter {
+    retries: u32,
+}
+
+impl RetryAfter {
+    /// How long `response` asks us to wait, if it is retryable and retries are left.
+    fn wait(&self, status: http::StatusCode, headers: &http::HeaderMap) -> Option<Duration> {
+        if self.retries >= MAX_RETRIES || !(status == http::StatusCode::TOO_MANY_REQUESTS || status.is_server_error()) {
+            return None;
+        }
+        let seconds: u64 = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+        Some(Duration::from_secs(seconds))
+    }
+}
+
+impl<Res> tower::retry::Policy<http::Request<kube::client::Body>, http::Response<Res>, tower::BoxError> for RetryAfter {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        _request: &mut http::Request<kube::client::Body>,
+        result: &mut Result<http::Response<Res>, tower::BoxError>,
+    ) -> Option<Self::Future> {
+        let response = result.as_ref().ok()?;
+        let wait = self.wait(response.status(), response.headers())?;
+        self.retries += 1;
+        Some(tokio::time::sleep(wait))
+    }
+
+    fn clone_request(
+        &mut self,
+        request: &http::Request<kube::client::Body>,
+    ) -> Option<http::Request<kube::client::Body>> {
+        // A streamed body cannot be sent twice: such a request is not retried.
+        let body = request.body().try_clone()?;
+        let mut clone = http::Request::builder()
+            .method(request.method().clone())
+            .uri(request.uri().clone())
+            .version(request.version())
+            .body(body)
+            .ok()?;
+        *clone.headers_mut() = request.headers().clone();
+        *clone.extensions_mut() = request.extensions().clone();
+        Some(clone)
+    }
 }
 
 // === tests ===
@@ -120,6 +175,23 @@ mod tests {
 
     use super::*;
     use crate::client::{ClientOptions, RequestCounts, build_client, build_client_with};
+
+    #[test]
+    fn only_429_and_5xx_with_retry_after_are_retried_after_exactly_that_long_ten_times() {
+        let after = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::RETRY_AFTER, v.parse().unwrap());
+            h
+        };
+        let policy = RetryAfter::default();
+        assert_eq!(policy.wait(http::StatusCode::TOO_MANY_REQUESTS, &after("1")), Some(Duration::from_secs(1)));
+        assert_eq!(policy.wait(http::StatusCode::SERVICE_UNAVAILABLE, &after("3")), Some(Duration::from_secs(3)));
+        assert_eq!(policy.wait(http::StatusCode::TOO_MANY_REQUESTS, &http::HeaderMap::new()), None);
+        assert_eq!(policy.wait(http::StatusCode::CONFLICT, &after("1")), None);
+        assert_eq!(policy.wait(http::StatusCode::TOO_MANY_REQUESTS, &after("soon")), None);
+        let spent = RetryAfter { retries: MAX_RETRIES };
+        assert_eq!(spent.wait(http::StatusCode::TOO_MANY_REQUESTS, &after("1")), None);
+    }
 
     #[tokio::test]
     async fn build_client_counts_requests_to_a_real_http_server() {
