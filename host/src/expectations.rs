@@ -234,6 +234,29 @@ impl ControllerExpectations {
     pub fn delete_expectations(&self, key: &str) {
         self.lock().remove(key);
     }
+
+    /// How many keys have unmet expectations: those still waiting, and those past the TTL (a
+    /// creation or deletion that was never observed: the key scales again anyway). For `/metrics`.
+    pub fn unmet(&self) -> Unmet {
+        let mut unmet = Unmet::default();
+        for record in self.lock().values().filter(|r| r.add > 0 || r.del > 0) {
+            if record.timestamp.elapsed() > self.ttl {
+                unmet.expired += 1;
+            } else {
+                unmet.waiting += 1;
+            }
+        }
+        unmet
+    }
+}
+
+/// Keys with unmet expectations ([`ControllerExpectations::unmet`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unmet {
+    /// Within the TTL: their scaling waits.
+    pub waiting: usize,
+    /// Past the TTL.
+    pub expired: usize,
 }
 
 fn count(n: usize) -> i64 {
@@ -253,6 +276,19 @@ mod tests {
     fn counters(e: &ControllerExpectations) -> (i64, i64) {
         let exp = e.get_expectations(RS).expect("a record");
         (exp.add, exp.del)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unmet_expectations_are_counted_as_waiting_then_expired() {
+        let e = ControllerExpectations::with_ttl(Duration::from_secs(10));
+        e.expect_creations("ns/a", 2);
+        e.expect_deletions("ns/b", ["ns/b-1"]);
+        e.expect_creations("ns/c", 1);
+        e.creation_observed("ns/c");
+        assert_eq!(e.unmet(), Unmet { waiting: 2, expired: 0 }, "c is fulfilled");
+        advance(Duration::from_secs(11)).await;
+        e.deletion_observed("ns/b", "ns/b-1");
+        assert_eq!(e.unmet(), Unmet { waiting: 0, expired: 1 }, "a was never observed");
     }
 
     #[test]

@@ -100,6 +100,10 @@ pub struct RunArgs {
     /// every module is compiled when loaded.
     #[arg(long, env = "WASM_REPLICASET_MODULE_CACHE")]
     pub module_cache_dir: Option<PathBuf>,
+    /// How long a ReplicaSet's unobserved pod creations and deletions hold back its scaling
+    /// before it is synced anyway (upstream's fixed ExpectationsTimeout, 5m); e.g. 30s.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub expectations_ttl: Duration,
 }
 
 /// `15s`, `1m30s`, `500ms` as a positive Duration (jiff's friendly format).
@@ -180,7 +184,12 @@ impl Controller {
     /// Connects, loads the policy module and starts everything; workers sync while leading.
     /// An uploaded module serves only once it passes `checks`.
     pub async fn start(args: &RunArgs, checks: Arc<dyn ModuleCheck>) -> Result<Self> {
-        let clients = Clients::connect(args).await?;
+        // One identity for the Lease and the user agents, so the audit log names the replica.
+        let identity = format!("{}_{}", hostname(), uuid_like());
+        // Made before the clients: the write client refuses writes while this replica does not
+        // lead (client::leadership); the elector drives it.
+        let (leading_tx, leading_rx) = watch::channel(!args.leader_elect);
+        let clients = Clients::connect(args, &identity, &leading_rx).await?;
         // Compiled before anything else, so a standby is ready to sync the moment it leads.
         let (policy, rollbacks) = load_policy(args).await?;
         let metrics = Arc::new(Metrics::default());
@@ -188,7 +197,7 @@ impl Controller {
         // elector, which releases the lease only after the last sync is done.
         let (stop, stop_rx) = watch::channel(false);
         let (release, release_rx) = watch::channel(false);
-        let election = Election::start(args, clients.election, release_rx).await?;
+        let election = Election::start(args, identity, clients.election, release_rx, (leading_tx, leading_rx)).await?;
         let leading = election.leading.clone();
 
         let (recorder, writer) = events::new_recorder(clients.writes.clone(), RecorderConfig::default());
@@ -206,7 +215,11 @@ impl Controller {
             .writing_when(leading.clone());
             tokio::spawn(manager.run(stopped(stop_rx.clone())));
         }
-        let engine_config = EngineConfig { namespace: args.namespace.clone(), ..EngineConfig::default() };
+        let engine_config = EngineConfig {
+            namespace: args.namespace.clone(),
+            expectations_ttl: args.expectations_ttl,
+            ..EngineConfig::default()
+        };
         let api = KubeApi::new(clients.writes, recorder.clone());
         let collaborators = Collaborators { policy: policy.clone(), metrics: metrics.clone(), api };
         let engine = Engine::start(clients.watches, &engine_config, collaborators, stop_rx.clone());
@@ -216,8 +229,10 @@ impl Controller {
             events: recorder,
             policy,
             leading: leading.clone(),
+            engine: engine.shared.clone(),
+            reachability: clients.reachability.clone(),
         });
-        let readiness = readiness(engine.clone(), leading.clone(), election.holder);
+        let readiness = readiness(engine.clone(), clients.reachability, leading.clone(), election.holder);
         let http_addr = serve_http(&args.http_addr, metrics, readiness, stopped(release.subscribe())).await?;
         let scope =
             args.namespace.as_ref().map_or_else(|| "all namespaces".to_string(), |ns| format!("namespace {ns}"));
@@ -267,16 +282,30 @@ struct Clients {
     election: kube::Client,
     /// The write client's request counts (for /metrics).
     stats: client::RequestStats,
+    /// Whether the API server answers any of them (for /readyz).
+    reachability: client::Reachability,
 }
 
 impl Clients {
-    async fn connect(args: &RunArgs) -> Result<Self> {
+    /// Each client's user agent names this replica's `identity` and the client's purpose.
+    /// Only the write client is gated on `leading`: the elector writes its Lease to lead at all.
+    async fn connect(args: &RunArgs, identity: &str, leading: &watch::Receiver<bool>) -> Result<Self> {
         let config = kube_config(args.kubeconfig.as_ref()).await?;
-        let build = |config| client::build_client(config, args.kube_api_qps, args.kube_api_burst);
-        let (writes, stats) = build(config.clone())?;
-        let (watches, _) = build(config.clone())?;
-        let (election, _) = build(config)?;
-        Ok(Self { watches, writes, election, stats })
+        let reachability = client::Reachability::default();
+        let build = |purpose: &str, leader_only: Option<&watch::Receiver<bool>>| {
+            let options = client::ClientOptions {
+                qps: args.kube_api_qps,
+                burst: args.kube_api_burst,
+                user_agent: Some(client::user_agent(identity, purpose)),
+                reachability: reachability.clone(),
+                leader_only: leader_only.cloned(),
+            };
+            client::build_client_with(config.clone(), &options)
+        };
+        let (writes, stats) = build("writes", Some(leading))?;
+        let (watches, _) = build("watches", None)?;
+        let (election, _) = build("leader-election", None)?;
+        Ok(Self { watches, writes, election, stats, reachability })
     }
 }
 
@@ -312,9 +341,15 @@ struct Election {
 impl Election {
     /// Starts electing (or, with `--leader-elect=false`, leads at once); the elector runs until
     /// `release` turns true and then gives the lease up. Fails at once, naming the fix, when the
-    /// Lease can never be written.
-    async fn start(args: &RunArgs, client: kube::Client, release: watch::Receiver<bool>) -> Result<Self> {
-        let (leading_tx, leading) = watch::channel(!args.leader_elect);
+    /// Lease can never be written. `leading` is the channel the elector reports on (true from the
+    /// start without election).
+    async fn start(
+        args: &RunArgs,
+        identity: String,
+        client: kube::Client,
+        release: watch::Receiver<bool>,
+        (leading_tx, leading): (watch::Sender<bool>, watch::Receiver<bool>),
+    ) -> Result<Self> {
         if !args.leader_elect {
             tracing::info!(
                 "leader election off (--leader-elect=false): this replica reconciles as soon as its caches sync"
@@ -322,7 +357,6 @@ impl Election {
             return Ok(Self { leading, holder: None, task: None });
         }
         let namespace = args.leader_elect_resource_namespace.clone().unwrap_or_else(|| args.module_namespace.clone());
-        let identity = format!("{}_{}", hostname(), uuid_like());
         let mut config = LeaderElectionConfig::new(namespace, &args.leader_elect_resource_name, identity);
         config.lease_duration = args.leader_elect_lease_duration;
         config.renew_deadline = args.leader_elect_renew_deadline;
@@ -406,13 +440,16 @@ async fn lead(
     }
 }
 
-/// `/readyz`: caches synced and no access denied; says whether this replica leads.
+/// `/readyz`: caches synced, the API server answering and no access denied; says whether this
+/// replica leads.
 fn readiness(
     engine: Arc<Engine<KubeApi>>,
+    reachability: client::Reachability,
     leading: watch::Receiver<bool>,
     holder: Option<LeaderHandle>,
 ) -> server::Readiness {
     Box::new(move || {
+        reachability.check().map_err(|e| e.to_string())?;
         let note = engine.readiness()?;
         let role = match (&holder, *leading.borrow()) {
             (None, _) => "no leader election".to_string(),

@@ -30,10 +30,9 @@ fn snapshot() -> Snapshot {
 
 /// A ReplicaSet of `pods` holding `pods` running pods on five nodes.
 fn snapshot_of(pods: usize) -> Snapshot {
-    let mut yaml = format!("description: {pods} pods\nreplicaSet: {{replicas: {pods}}}\npods:\n");
-    for i in 0..pods {
-        yaml.push_str(&format!("  - {{name: p{i}, node: n{}, ready: true, readySince: -1h}}\n", i % 5));
-    }
+    let lines: Vec<String> =
+        (0..pods).map(|i| format!("  - {{name: p{i}, node: n{}, ready: true, readySince: -1h}}", i % 5)).collect();
+    let yaml = format!("description: {pods} pods\nreplicaSet: {{replicas: {pods}}}\npods:\n{}\n", lines.join("\n"));
     Fixture::parse("many", &yaml).unwrap().snapshot
 }
 

@@ -121,6 +121,12 @@ impl Binaries {
         self.get_or_fallback("kwok")
     }
 
+    /// `toxiproxy`, the fault-injecting TCP proxy's server (from the fallback directory if not in
+    /// [`Binaries::dir`]).
+    pub fn toxiproxy(&self) -> Result<PathBuf> {
+        self.get_or_fallback("toxiproxy")
+    }
+
     /// `kwok-stages/`: kwok's own Stage files (kwok has none built in), from the same directory
     /// as [`Binaries::kwok`]; e.g. `node/fast/node-initialize.yaml`.
     pub fn kwok_stages(&self) -> Result<PathBuf> {
@@ -194,6 +200,9 @@ mod tests {
         let binaries = Binaries { dir: assets.clone(), fallback: Some(cache.clone()) };
         assert_eq!(binaries.kwok().unwrap(), kwok);
         assert_eq!(binaries.kwok_stages().unwrap(), cache.join(KWOK_STAGES));
+        let toxiproxy = binaries.toxiproxy().unwrap_err().to_string();
+        assert!(toxiproxy.starts_with("toxiproxy not found in "), "{toxiproxy}");
+        assert!(toxiproxy.ends_with("build the control plane with `tests/controlplane/build.sh`"), "{toxiproxy}");
         let scheduler = binaries.kube_scheduler().unwrap_err().to_string();
         assert_eq!(
             scheduler,

@@ -22,6 +22,10 @@ pub struct ControlPlaneOptions {
     pub startup_timeout: Duration,
     /// Extra kube-apiserver flags, appended last (so they override the harness's).
     pub extra_apiserver_args: Vec<String>,
+    /// Write an audit log ([`ControlPlane::audit_log`], read with [`crate::audit`]): every
+    /// request but the API server's own and health checks, with user, user agent, verb, object,
+    /// response code and timestamps.
+    pub audit: bool,
 }
 
 impl Default for ControlPlaneOptions {
@@ -31,6 +35,7 @@ impl Default for ControlPlaneOptions {
             // Generous: a 2-core machine may be busy compiling while tests start.
             startup_timeout: Duration::from_secs(90),
             extra_apiserver_args: Vec::new(),
+            audit: false,
         }
     }
 }
@@ -52,6 +57,7 @@ pub struct ControlPlane {
     etcd_url: String,
     kubeconfig_path: PathBuf,
     config: kube::Config,
+    audit_log: Option<PathBuf>,
     startup: Duration,
     dir: WorkDir,
 }
@@ -98,6 +104,7 @@ impl ControlPlane {
         let dir = WorkDir::create("controlplane")?;
         let pki = Pki::generate()?;
         let pki_files = pki.write(&dir.path().join("pki"))?;
+        let audit_log = if options.audit { Some(crate::audit::configure(dir.path())?) } else { None };
 
         let mut attempt = 0;
         let Launched { apiserver, etcd, server, etcd_url, config } = loop {
@@ -110,6 +117,7 @@ impl ControlPlane {
                 pki: &pki,
                 pki_files: &pki_files,
                 options: &options,
+                audit: audit_log.as_ref().map(|a| &a.args[..]).unwrap_or_default(),
             };
             match launch.run().await {
                 Ok(started) => break started,
@@ -130,7 +138,21 @@ impl ControlPlane {
         )?;
         let startup = started.elapsed();
         tracing::info!(%server, ?startup, dir = %dir.path().display(), "control plane ready");
-        Ok(Self { apiserver, etcd, binaries, pki, pki_files, server, etcd_url, kubeconfig_path, config, startup, dir })
+        let audit_log = audit_log.map(|a| a.path);
+        Ok(Self {
+            apiserver,
+            etcd,
+            binaries,
+            pki,
+            pki_files,
+            server,
+            etcd_url,
+            kubeconfig_path,
+            config,
+            audit_log,
+            startup,
+            dir,
+        })
     }
 
     /// A new `kube::Client` with the admin identity (system:masters). Call inside a tokio runtime;
@@ -158,6 +180,12 @@ impl ControlPlane {
     /// The admin kubeconfig file (client certificate with O=system:masters, data inline).
     pub fn kubeconfig_path(&self) -> &Path {
         &self.kubeconfig_path
+    }
+
+    /// The audit log, if [`ControlPlaneOptions::audit`] asked for one (read it with
+    /// [`crate::audit::read`]).
+    pub fn audit_log(&self) -> Option<&Path> {
+        self.audit_log.as_deref()
     }
 
     /// The CA certificate (PEM) that signed the apiserver's serving certificate.
@@ -247,6 +275,8 @@ struct Launch<'a> {
     pki: &'a Pki,
     pki_files: &'a PkiFiles,
     options: &'a ControlPlaneOptions,
+    /// The audit flags (none without an audit log).
+    audit: &'a [String],
 }
 
 /// What a successful launch produced.
@@ -304,6 +334,7 @@ impl Launch<'_> {
             "--allow-privileged=true".to_string(),
             "--profiling=false".to_string(),
         ];
+        args.extend(self.audit.iter().cloned());
         args.extend(self.options.extra_apiserver_args.iter().cloned());
         let apiserver = ManagedProcess::spawn(
             "kube-apiserver",

@@ -39,7 +39,7 @@ pub async fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
 }
 
 /// Decodes an HTTP/1.1 chunked body.
-fn dechunk(mut body: &str) -> String {
+pub(crate) fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };

@@ -43,13 +43,16 @@
 //! killed; see [`process`]. Start any other long-running process a test needs (the controller
 //! under test) with [`ManagedProcess::spawn_command`] to get the same guarantees.
 
+pub mod audit;
 pub mod bench;
 pub mod binaries;
 pub mod controller;
 pub mod controlplane;
 pub mod deploy;
 pub mod differential;
+pub mod faults;
 pub mod host_process;
+pub mod invariants;
 pub mod kcm;
 pub mod kubeconfig;
 pub mod kubectl;
@@ -67,7 +70,10 @@ pub mod scenes;
 pub mod scheduler;
 mod serving;
 pub mod shared;
+pub mod soak;
 pub mod stages;
+pub mod stall_proxy;
+pub mod toxiproxy;
 pub mod wait;
 pub mod workdir;
 

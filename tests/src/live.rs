@@ -65,6 +65,8 @@ pub struct LiveOptions {
     pub behaviours: BTreeMap<String, Behaviour>,
     /// Extra kube-apiserver flags, appended last.
     pub extra_apiserver_args: Vec<String>,
+    /// Write the API server's audit log ([`crate::ControlPlaneOptions::audit`]).
+    pub audit: bool,
     /// kube-controller-manager's `--controllers`; must include [`NODE_LIFECYCLE_CONTROLLER`] and
     /// must not include the ReplicaSet controller (or `*`).
     pub kcm_controllers: Vec<String>,
@@ -83,6 +85,7 @@ impl Default for LiveOptions {
             default_behaviour: Behaviour::ready_after(Duration::ZERO),
             behaviours: BTreeMap::new(),
             extra_apiserver_args: Vec::new(),
+            audit: false,
             kcm_controllers: vec![NODE_LIFECYCLE_CONTROLLER.to_string(), POD_GARBAGE_COLLECTOR.to_string()],
             extra_kcm_args: Vec::new(),
             bin_dir: None,
@@ -149,6 +152,7 @@ impl LiveCluster {
             bin_dir: options.bin_dir.clone(),
             startup_timeout: options.startup_timeout,
             extra_apiserver_args: options.extra_apiserver_args.clone(),
+            audit: options.audit,
         })
         .await?;
         let named = options.behaviours.iter().map(|(name, b)| (name.as_str(), b));

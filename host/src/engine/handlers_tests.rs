@@ -34,6 +34,8 @@ fn shared() -> Arc<Shared> {
         sync_log: tokio::sync::broadcast::channel(4).0,
         metrics: Arc::default(),
         access_denied: std::sync::Mutex::default(),
+        replica_set_watch: Arc::default(),
+        pod_watch: Arc::default(),
     })
 }
 

@@ -16,7 +16,7 @@ mod tests;
 
 use std::{
     sync::{Arc, Mutex},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
@@ -30,9 +30,9 @@ use crate::{
     apply::{ApiCalls, Writes},
     consistency::ConsistencyStore,
     contract::{Plan, Snapshot},
-    expectations::ControllerExpectations,
+    expectations::{ControllerExpectations, EXPECTATIONS_TIMEOUT},
     informers::{
-        Informer,
+        Informer, WatchStats,
         cached::{CachedPod, trim_replica_set},
         index::{PodIndex, ReplicaSetIndex},
     },
@@ -51,11 +51,13 @@ pub struct EngineConfig {
     pub namespace: Option<String>,
     /// The burst cap handed to the policy.
     pub burst_replicas: u32,
+    /// How long unmet expectations hold back a ReplicaSet's scaling (upstream: 5 minutes).
+    pub expectations_ttl: Duration,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { namespace: None, burst_replicas: BURST_REPLICAS }
+        Self { namespace: None, burst_replicas: BURST_REPLICAS, expectations_ttl: EXPECTATIONS_TIMEOUT }
     }
 }
 
@@ -82,6 +84,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The last "access denied" a sync met (RBAC), until a sync succeeds; readiness reports it.
     pub access_denied: Mutex<Option<String>>,
+    /// The ReplicaSet informer's relists and failures.
+    pub replica_set_watch: Arc<WatchStats>,
+    /// The Pod informer's relists and failures.
+    pub pod_watch: Arc<WatchStats>,
 }
 
 /// What the engine works with besides its informers.
@@ -136,13 +142,15 @@ impl<A: ApiCalls> Engine<A> {
             replica_sets: ReplicaSetIndex::default(),
             pods: PodIndex::default(),
             queue: WorkQueue::new(),
-            expectations: ControllerExpectations::new(),
+            expectations: ControllerExpectations::with_ttl(config.expectations_ttl),
             consistency,
             policy,
             burst_replicas: config.burst_replicas,
             sync_log: broadcast::channel(1024).0,
             metrics,
             access_denied: Mutex::new(None),
+            replica_set_watch: Arc::default(),
+            pod_watch: Arc::default(),
         });
         let (rs_api, pod_api): (Api<ReplicaSet>, Api<CachedPod>) = match &config.namespace {
             Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client, ns)),
@@ -156,14 +164,14 @@ impl<A: ApiCalls> Engine<A> {
             rs_api,
             watch_config.clone(),
             trim_replica_set,
-            Arc::new(handlers::ReplicaSetEvents(shared.clone())),
+            (Arc::new(handlers::ReplicaSetEvents(shared.clone())), shared.replica_set_watch.clone()),
             stopped(stop.clone()),
         );
         let pod_informer = Informer::spawn(
             pod_api,
             watch_config,
             |_| {},
-            Arc::new(handlers::PodEvents(shared.clone())),
+            (Arc::new(handlers::PodEvents(shared.clone())), shared.pod_watch.clone()),
             stopped(stop),
         );
         Arc::new(Self { shared, writes, rs_informer, pod_informer })
@@ -185,6 +193,8 @@ impl<A: ApiCalls> Engine<A> {
             sync_log: broadcast::channel(64).0,
             metrics: Arc::default(),
             access_denied: Mutex::new(None),
+            replica_set_watch: Arc::default(),
+            pod_watch: Arc::default(),
         });
         Arc::new(Self { shared, writes, rs_informer: Informer::detached(), pod_informer: Informer::detached() })
     }

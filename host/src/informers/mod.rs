@@ -1,5 +1,11 @@
 //! Informers: kube-runtime watchers feeding kube-runtime stores, driven by our own event loop
 //! so handlers see `(old, new)` on updates and a relist's vanished objects as deletes.
+//!
+//! A watch that fails is retried by kube-runtime with backoff (800 ms to 30 s), resuming from the
+//! last resourceVersion; when the API server answers 410 Gone (that version was compacted away)
+//! it lists everything again, and the relist is counted in [`WatchStats`]. Only the API server's
+//! refusals (e.g. 403 when RBAC denies the list) are kept as the informer's error for `/readyz`;
+//! a transport failure is the client's to report (`client::Reachability`).
 
 pub mod cached;
 pub mod index;
@@ -45,6 +51,28 @@ pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
     last_error: Arc<Mutex<Option<String>>>,
 }
 
+/// Counters of one informer's watch, read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Completed relists after the first list, because the watch expired (410 Gone).
+    expired_relists: AtomicU64,
+    /// Completed relists after the first list, for any other reason.
+    other_relists: AtomicU64,
+    /// Watch attempts that failed (any reason).
+    failures: AtomicU64,
+}
+
+impl WatchStats {
+    /// Relists after a 410 Gone, relists for other reasons, and failed watch attempts.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.expired_relists.load(Ordering::Relaxed),
+            self.other_relists.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
+}
+
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Informer<K> {
     fn clone(&self) -> Self {
         Self {
@@ -61,12 +89,13 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     /// Starts watching `api`, trimming each object with `trim` before it is cached, and calling
-    /// `handler` for every change. Runs until `shutdown` resolves.
+    /// `handler` for every change; counts relists and failures in `stats`. Runs until `shutdown`
+    /// resolves.
     pub fn spawn<H: Handler<K>>(
         api: Api<K>,
         config: watcher::Config,
         trim: fn(&mut K),
-        handler: Arc<H>,
+        (handler, stats): (Arc<H>, Arc<WatchStats>),
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Self {
         let (store, writer) = store();
@@ -82,6 +111,8 @@ where
             synced: synced_tx,
             last_rv: last_resource_version.clone(),
             last_error: last_error.clone(),
+            stats,
+            expired: false,
         };
         tokio::spawn(loop_state.run(api, config, shutdown));
         Self { store, synced, last_resource_version, last_error }
@@ -130,6 +161,39 @@ struct EventLoop<K: Resource<DynamicType = ()> + Clone + 'static, H> {
     synced: watch::Sender<bool>,
     last_rv: Arc<AtomicU64>,
     last_error: Arc<Mutex<Option<String>>>,
+    stats: Arc<WatchStats>,
+    /// The newest failure was a 410 Gone: the relist in progress is an expiry's.
+    expired: bool,
+}
+
+/// What a failed watch attempt means.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// 410 Gone: our resourceVersion was compacted away; kube-runtime relists.
+    Expired,
+    /// The API server refused (e.g. 403): readiness reports it until the watch works again.
+    Refused,
+    /// No answer (connection refused, reset, timed out): the client's reachability reports it.
+    Transport,
+}
+
+fn classify(error: &watcher::Error) -> Failure {
+    let status = match error {
+        watcher::Error::WatchError(status) => Some(status.code),
+        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            match e {
+                kube::Error::Api(status) => Some(status.code),
+                _ => None,
+            }
+        }
+        // A list without a resourceVersion: the API server answered, wrongly.
+        watcher::Error::NoResourceVersion => Some(0),
+    };
+    match status {
+        Some(410) => Failure::Expired,
+        Some(_) => Failure::Refused,
+        None => Failure::Transport,
+    }
 }
 
 impl<K, H> EventLoop<K, H>
@@ -159,10 +223,7 @@ where
                         break true;
                     }
                     // The watcher retries with backoff by itself; say why it is retrying.
-                    Some(Err(error)) => {
-                        tracing::warn!(%kind, %error, "watch failed, retrying");
-                        *self.last_error.lock().expect("informer error lock") = Some(format!("{kind}: {error}"));
-                    }
+                    Some(Err(error)) => self.failed(&kind, &error),
                     None => break false,
                 }
             };
@@ -173,6 +234,21 @@ where
             config.initial_list_strategy = InitialListStrategy::ListWatch;
         }
         tracing::debug!(%kind, "informer stopped");
+    }
+
+    fn failed(&mut self, kind: &str, error: &watcher::Error) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        match classify(error) {
+            Failure::Expired => {
+                self.expired = true;
+                tracing::info!(%kind, %error, "watch expired: relisting");
+            }
+            Failure::Refused => {
+                tracing::warn!(%kind, %error, "watch refused, retrying");
+                *self.last_error.lock().expect("informer error lock") = Some(format!("{kind}: {error}"));
+            }
+            Failure::Transport => tracing::warn!(%kind, %error, "watch failed, retrying"),
+        }
     }
 
     fn handle(&mut self, event: watcher::Event<K>) {
@@ -211,7 +287,12 @@ where
                 self.writer.apply_watcher_event(&watcher::Event::InitDone);
                 let listed = self.relist.take().unwrap_or_default();
                 self.replace(before, listed);
-                self.synced.send_replace(true);
+                if self.synced.send_replace(true) {
+                    let counter = if self.expired { &self.stats.expired_relists } else { &self.stats.other_relists };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(kind = %K::kind(&()), expired = self.expired, "relisted");
+                }
+                self.expired = false;
             }
         }
     }
@@ -308,6 +389,8 @@ mod tests {
             synced: watch::channel(false).0,
             last_rv: Arc::default(),
             last_error: Arc::default(),
+            stats: Arc::default(),
+            expired: false,
         }
     }
 
@@ -346,6 +429,42 @@ mod tests {
         assert_eq!(*recorder.0.lock().unwrap(), ["update ns/b", "add ns/c", "delete ns/a"]);
         assert!(l.store.get(&ObjectRef::new("a").within("ns")).is_none());
     }
+
+    fn status(code: u16) -> Box<kube::core::Status> {
+        Box::new(serde_json::from_value(serde_json::json!({"code": code, "message": "m"})).unwrap())
+    }
+
+    #[test]
+    fn a_relist_after_410_gone_is_counted_as_an_expiry_and_others_apart() {
+        let recorder = Arc::new(Recorder::default());
+        let mut l = event_loop(recorder.clone());
+        relist(&mut l, &[cm("a", "1")]);
+        assert_eq!(l.stats.counts(), (0, 0, 0), "the first list is no relist");
+        l.failed("ConfigMap", &watcher::Error::WatchError(status(410)));
+        relist(&mut l, &[cm("a", "9")]);
+        assert_eq!(l.stats.counts(), (1, 0, 1));
+        relist(&mut l, &[cm("a", "10")]);
+        assert_eq!(l.stats.counts(), (1, 1, 1));
+        assert_eq!(*l.last_error.lock().unwrap(), None, "an expiry is routine, not a readiness problem");
+    }
+
+    #[test]
+    fn refusals_are_kept_for_readiness_and_transport_failures_are_not() {
+        let recorder = Arc::new(Recorder::default());
+        let mut l = event_loop(recorder);
+        let refused = watcher::Error::InitialListFailed(kube::Error::Api(status(403)));
+        assert_eq!(classify(&refused), Failure::Refused);
+        l.failed("ConfigMap", &refused);
+        assert!(l.last_error.lock().unwrap().as_deref().is_some_and(|e| e.starts_with("ConfigMap: ")));
+        l.handle(watcher::Event::Init);
+        // The caller clears it on the next event; a transport failure does not set it again.
+        l.last_error.lock().unwrap().take();
+        let reset = watcher::Error::WatchFailed(kube::Error::Service("connection reset".into()));
+        assert_eq!(classify(&reset), Failure::Transport);
+        l.failed("ConfigMap", &reset);
+        assert_eq!(*l.last_error.lock().unwrap(), None);
+        assert_eq!(l.stats.counts().2, 2);
+    }
 }
 
 #[cfg(test)]
@@ -374,10 +493,11 @@ mod streaming_fallback_tests {
         let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
         let api: Api<ConfigMap> = Api::namespaced(kube::Client::new(service, "ns"), "ns");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let informer =
-            Informer::spawn(api, watcher::Config::default().streaming_lists(), |_| {}, Arc::new(Ignore), async {
-                let _ = stopped.await;
-            });
+        let stats = Arc::new(WatchStats::default());
+        let config = watcher::Config::default().streaming_lists();
+        let informer = Informer::spawn(api, config, |_| {}, (Arc::new(Ignore), stats.clone()), async {
+            let _ = stopped.await;
+        });
 
         let (request, respond) = handle.next_request().await.expect("a first request");
         let query = request.uri().query().unwrap_or_default().to_string();
@@ -399,6 +519,7 @@ mod streaming_fallback_tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), informer.wait_synced()).await.expect("synced");
         assert_eq!(informer.store.state().len(), 1);
         assert_eq!(informer.last_error(), None, "a refusal is not a watch failure");
+        assert_eq!(stats.counts(), (0, 0, 0), "nor is it counted as one");
         stop.send(()).unwrap();
     }
 

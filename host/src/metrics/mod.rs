@@ -5,29 +5,23 @@
 //! totals, API requests, events, the serving module, leadership) are read at scrape time by
 //! [`Live`], so nothing is counted twice.
 
-use std::sync::{Arc, Mutex, atomic::Ordering};
+mod live;
+
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::{
-    collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    encoding::EncodeLabelSet,
     metrics::{
-        MetricType,
-        counter::{ConstCounter, Counter},
+        counter::Counter,
         family::Family,
-        gauge::{ConstGauge, Gauge},
+        gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
 };
-use tokio::sync::watch;
 
-use crate::{
-    client::RequestStats,
-    events::EventRecorder,
-    policy::ActivePolicy,
-    queue::WorkQueue,
-    sandbox::{CallStats, GuestError},
-};
+pub use self::live::Live;
+use crate::sandbox::{CallStats, GuestError};
 
 /// `name="replicaset"`, the label client-go's workqueue metrics carry.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -267,188 +261,5 @@ impl Metrics {
             "Policy module changes, by outcome",
             self.module_swaps.clone(),
         );
-    }
-}
-
-/// Values read at scrape time.
-#[derive(Debug)]
-pub struct Live {
-    /// The work queue.
-    pub queue: WorkQueue,
-    /// The controller client's request counters.
-    pub requests: RequestStats,
-    /// The event recorder's counters.
-    pub events: EventRecorder,
-    /// The serving and shadow modules.
-    pub policy: Arc<ActivePolicy>,
-    /// Whether this replica leads.
-    pub leading: watch::Receiver<bool>,
-}
-
-fn family<M: EncodeMetric>(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    rows: &[(Vec<(&str, String)>, M)],
-) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, value) in rows {
-        let labels: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-        value.encode(metric.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-impl Collector for Live {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        self.encode_queue(&mut encoder)?;
-        self.encode_client(&mut encoder)?;
-        self.encode_events(&mut encoder)?;
-        self.encode_policy(&mut encoder)?;
-        family(
-            &mut encoder,
-            "wasm_replicaset_leader",
-            "1 when this replica holds the leader lease",
-            MetricType::Gauge,
-            &[(vec![], ConstGauge::new(i64::from(*self.leading.borrow())))],
-        )
-    }
-}
-
-// The gauges and counters read at scrape time, one source at a time.
-impl Live {
-    /// client-go's workqueue gauges and counters.
-    fn encode_queue(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let q = self.queue.stats();
-        let name = || vec![("name", "replicaset".to_string())];
-        family(
-            encoder,
-            "workqueue_depth",
-            "Current depth of workqueue",
-            MetricType::Gauge,
-            &[(name(), ConstGauge::new(q.depth as i64))],
-        )?;
-        family(
-            encoder,
-            "workqueue_adds",
-            "Total number of adds handled by workqueue",
-            MetricType::Counter,
-            &[(name(), ConstCounter::new(q.adds_total))],
-        )?;
-        family(
-            encoder,
-            "workqueue_retries",
-            "Total number of retries handled by workqueue",
-            MetricType::Counter,
-            &[(name(), ConstCounter::new(q.retries_total))],
-        )?;
-        family(
-            encoder,
-            "workqueue_unfinished_work_seconds",
-            "How many seconds of work has been done that is in progress and hasn't been observed by work_duration",
-            MetricType::Gauge,
-            &[(name(), ConstGauge::new(q.unfinished_work.as_secs_f64()))],
-        )?;
-        family(
-            encoder,
-            "workqueue_longest_running_processor_seconds",
-            "How many seconds has the longest running processor for workqueue been running",
-            MetricType::Gauge,
-            &[(name(), ConstGauge::new(q.longest_running_processor.as_secs_f64()))],
-        )?;
-        Ok(())
-    }
-
-    /// The API client's requests and throttling.
-    fn encode_client(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let r = self.requests.snapshot();
-        family(
-            encoder,
-            "wasm_replicaset_api_requests",
-            "Requests the controller sent to the API server (watches excluded)",
-            MetricType::Counter,
-            &[(vec![], ConstCounter::new(r.requests))],
-        )?;
-        family(
-            encoder,
-            "wasm_replicaset_api_throttled_requests",
-            "Requests that waited for the client-side QPS limiter",
-            MetricType::Counter,
-            &[(vec![], ConstCounter::new(r.throttled))],
-        )?;
-        family(
-            encoder,
-            "wasm_replicaset_api_throttle_wait_seconds",
-            "Time requests spent waiting for the client-side QPS limiter",
-            MetricType::Counter,
-            &[(vec![], ConstCounter::new(r.wait.as_secs_f64()))],
-        )?;
-        Ok(())
-    }
-
-    /// Events by outcome.
-    fn encode_events(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let e = self.events.counts();
-        let rows = [
-            ("created", e.created),
-            ("patched", e.patched),
-            ("skipped", e.skipped),
-            ("dropped", e.dropped),
-            ("failed", e.failed),
-        ]
-        .map(|(outcome, n)| (vec![("outcome", outcome.to_string())], ConstCounter::new(n)));
-        family(
-            encoder,
-            "wasm_replicaset_events",
-            "Kubernetes Events recorded, by outcome (skipped: client-go's spam filter)",
-            MetricType::Counter,
-            &rows,
-        )
-    }
-
-    /// The serving module, its failure streak and the shadow comparison.
-    fn encode_policy(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let serving = self.policy.serving();
-        let module = &serving.module;
-        let info = vec![
-            ("digest", module.digest.to_string()),
-            ("short_digest", module.digest.short()),
-            ("source", serving.source.to_string()),
-            ("contract", module.contract_version.clone()),
-        ];
-        family(
-            encoder,
-            "wasm_replicaset_active_module_info",
-            "The policy module serving syncs",
-            MetricType::Gauge,
-            &[(info, ConstGauge::new(1i64))],
-        )?;
-        family(
-            encoder,
-            "wasm_replicaset_active_module_consecutive_failures",
-            "Failed syncs in a row on the serving module",
-            MetricType::Gauge,
-            &[(vec![], ConstGauge::new(i64::from(self.policy.consecutive_failures())))],
-        )?;
-        if let Some(shadow) = self.policy.shadow() {
-            let m = shadow.candidate.module.digest.short();
-            let rows = [("agree", &shadow.agreements), ("differ", &shadow.differences), ("error", &shadow.errors)].map(
-                |(result, n)| {
-                    (
-                        vec![("module", m.clone()), ("result", result.to_string())],
-                        ConstCounter::new(n.load(Ordering::Relaxed)),
-                    )
-                },
-            );
-            family(
-                encoder,
-                "wasm_replicaset_shadow_plans",
-                "Shadow module plans compared with the serving module's",
-                MetricType::Counter,
-                &rows,
-            )?;
-        }
-        Ok(())
     }
 }

@@ -51,85 +51,6 @@ const EXTRA_LONG_THROTTLE_LATENCY: Duration = Duration::from_secs(1);
 /// client-go's throttled logger prints its level-0 message at most every 10 s.
 const EXTRA_LONG_THROTTLE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Builds a [`kube::Client`] from `config` whose every non-watch request first takes a token from a
-/// `qps`/`burst` token bucket, and returns the client with the [`RequestStats`] it updates.
-///
-/// See the [module docs](self) for how `qps <= 0` and `burst == 0` are treated.
-///
-/// # Errors
-///
-/// Fails as [`kube::client::ClientBuilder::try_from`] does (TLS, auth or proxy configuration).
-pub fn build_client(config: kube::Config, qps: f32, burst: u32) -> Result<(kube::Client, RequestStats), kube::Error> {
-    let layer = ThrottleLayer::new(qps, burst);
-    let stats = layer.stats();
-    // Proxies and exec credentials (whose client certificates expire) need kube's own builder.
-    let builder = if config.proxy_url.is_some() || config.auth_info.exec.is_some() {
-        kube::client::ClientBuilder::try_from(config)?
-    } else {
-        http2_client_builder(config)?
-    };
-    Ok((builder.with_layer(&layer).build(), stats))
-}
-
-/// The service type kube's `ClientBuilder::try_from` builds (kube's `GenericService`, not exported).
-type KubeService = tower::util::BoxService<
-    http::Request<kube::client::Body>,
-    http::Response<Box<kube::client::DynBody>>,
-    tower::BoxError,
->;
-
-/// kube's default HTTPS stack (rustls, connect/read/write timeouts, server-error retries, auth,
-/// extra headers), but speaking HTTP/2 when the apiserver offers it, over TCP connections with
-/// `TCP_NODELAY`, as client-go does.
-///
-/// kube 5 speaks HTTP/1.1 only and leaves Nagle's algorithm on. With HTTP/1.1 every concurrent
-/// request needs its own TLS connection, so each slow-start batch of creates or burst of deletes
-/// opens new ones (a handshake each, on both sides' CPU); and on a new connection the request is
-/// written right after the client's last handshake flight, so Nagle holds it until that flight is
-/// ACKed, which the apiserver's kernel delays by up to 40 ms. Measured on a local apiserver
-/// (`cargo run --release -p tests --bin bench -- --only probe`): creates in batches of 2, 4, 8
-/// took ~50 ms per batch with kube's client, ~5 ms with `TCP_NODELAY`. HTTP/2 multiplexes every
-/// request, watches included, over one connection.
-fn http2_client_builder(config: kube::Config) -> Result<kube::client::ClientBuilder<KubeService>, kube::Error> {
-    use hyper_util::client::legacy::connect::HttpConnector;
-    use kube::client::ConfigExt;
-    use tower::{BoxError, ServiceBuilder, ServiceExt as _};
-
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    let mut https =
-        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config.rustls_client_config()?).https_or_http();
-    if let Some(name) = &config.tls_server_name {
-        let name = rustls::pki_types::ServerName::try_from(name.clone())
-            .map_err(|e| kube::Error::RustlsTls(kube::client::RustlsTlsError::InvalidServerName(e)))?;
-        https = https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
-    }
-    let mut connector = hyper_timeout::TimeoutConnector::new(https.enable_all_versions().wrap_connector(http));
-    connector.set_connect_timeout(config.connect_timeout);
-    connector.set_read_timeout(config.read_timeout);
-    connector.set_write_timeout(config.write_timeout);
-    connector.set_reset_reader_on_write(config.reset_reader_on_write);
-    let hyper: hyper_util::client::legacy::Client<_, kube::client::Body> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
-    let retry =
-        config.default_retry.then(|| tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry()));
-    let service = ServiceBuilder::new()
-        .layer(config.base_uri_layer())
-        .option_layer(retry)
-        .option_layer(config.auth_layer()?)
-        .layer(config.extra_headers_layer()?)
-        .map_err(BoxError::from)
-        .service(hyper)
-        .map_response(|response| {
-            response.map(|body| {
-                Box::new(http_body_util::BodyExt::map_err(body, BoxError::from)) as Box<kube::client::DynBody>
-            })
-        })
-        .boxed();
-    Ok(kube::client::ClientBuilder::new(service, config.default_namespace))
-}
-
 // === impl ThrottleLayer ===
 
 /// A tower [`Layer`] that throttles requests with client-go's token bucket.
@@ -328,11 +249,6 @@ impl RequestStats {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io::{Read as _, Write as _},
-        net::TcpListener,
-    };
-
     use futures::FutureExt as _;
     use kube::client::Body;
     use tower::ServiceExt as _;
@@ -503,33 +419,5 @@ mod tests {
         assert_eq!(requests.await.unwrap(), (None, None));
         assert_eq!(stats.snapshot().requests, 2);
         assert_eq!(stats.snapshot().wait, Duration::from_secs(1));
-    }
-
-    #[tokio::test]
-    async fn build_client_counts_requests_to_a_real_http_server() {
-        // A one-shot HTTP/1.1 server on loopback answering GET /version.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = std::thread::spawn(move || {
-            let (mut stream, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            let n = stream.read(&mut buf).unwrap();
-            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let body = r#"{"major":"1","minor":"37","gitVersion":"v1.37.2","gitCommit":"","gitTreeState":"","buildDate":"","goVersion":"","compiler":"","platform":""}"#;
-            write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .unwrap();
-            head
-        });
-
-        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
-        let (client, stats) = build_client(config, 20.0, 30).unwrap();
-        let version = client.apiserver_version().await.unwrap();
-        assert_eq!(version.git_version, "v1.37.2");
-        assert!(server.join().unwrap().starts_with("GET /version"));
-        assert_eq!(stats.snapshot(), RequestCounts { requests: 1, ..RequestCounts::default() });
     }
 }
