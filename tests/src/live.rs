@@ -31,9 +31,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::sync::OnceCell;
 
 use crate::binaries::Binaries;
@@ -291,6 +293,28 @@ pub fn with_behaviour(rs: ReplicaSet, name: &str) -> ReplicaSet {
     edit_template(rs, |template| {
         template["metadata"]["annotations"][BEHAVIOUR_ANNOTATION] = serde_json::json!(name);
     })
+}
+
+/// `rs` controlled by a (paused) Deployment of the same name, created here. Upstream ranks pods by
+/// colocation only among the pods of ReplicaSets that share a controller, as a Deployment's do;
+/// for a ReplicaSet without one every rank is 0. No deployment controller runs, so the Deployment
+/// itself does nothing.
+pub async fn owned_by_deployment(ns: &TestNamespace, mut rs: ReplicaSet) -> Result<ReplicaSet> {
+    let name = rs.name_any();
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"paused": true, "selector": rs.spec.selector, "template": rs.spec.template},
+    }))?;
+    let deployment = ns.api::<Deployment>().create(&PostParams::default(), &deployment).await?;
+    rs.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "apps/v1".into(),
+        kind: "Deployment".into(),
+        name,
+        uid: deployment.uid().context("a created Deployment has a UID")?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    Ok(rs)
 }
 
 /// `rs` with its pods placed in `pool`: they select its nodes' [`POOL_KEY`] label and tolerate

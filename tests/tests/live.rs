@@ -14,17 +14,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use host::run::Controller;
-use k8s_openapi::api::{
-    apps::v1::{Deployment, ReplicaSet},
-    core::v1::Pod,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tests::controller::{replica_set, start_controller_on};
 use tests::kwok::FakeNode;
-use tests::live::{self, LiveCluster, LiveOptions, in_pool, switch_behaviour, with_behaviour};
+use tests::live::{self, LiveCluster, LiveOptions, in_pool, owned_by_deployment, switch_behaviour, with_behaviour};
 use tests::stages::{BEHAVIOUR_ANNOTATION, Behaviour, Lifecycle, Termination};
 use tests::{TestNamespace, consistently, eventually, pid_is_running};
 
@@ -160,28 +156,6 @@ async fn scale_and_survivors(
     scale(rss, name, replicas).await?;
     let survivors = ready(rss, pods, name, replicas as usize).await?;
     Ok(names(&survivors))
-}
-
-/// `rs` controlled by a (paused) Deployment of the same name, created here. Upstream ranks pods by
-/// colocation only among the pods of ReplicaSets that share a controller, as a Deployment's do;
-/// for a ReplicaSet without one every rank is 0. No deployment controller runs, so the Deployment
-/// itself does nothing.
-async fn owned_by_deployment(ns: &TestNamespace, mut rs: ReplicaSet) -> Result<ReplicaSet> {
-    let name = rs.name_any();
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "spec": {"paused": true, "selector": rs.spec.selector, "template": rs.spec.template},
-    }))?;
-    let deployment = ns.api::<Deployment>().create(&PostParams::default(), &deployment).await?;
-    rs.metadata.owner_references = Some(vec![OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        name,
-        uid: deployment.uid().context("a created Deployment has a UID")?,
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }]);
-    Ok(rs)
 }
 
 // === The harness ===

@@ -18,12 +18,9 @@ use host::{
     engine::SyncRecord,
     run::{Controller, RunArgs},
 };
-use k8s_openapi::{
-    api::{
-        apps::v1::{Deployment, ReplicaSet},
-        core::v1::{Event, Node, Pod},
-    },
-    apimachinery::pkg::apis::meta::v1::OwnerReference,
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    core::v1::{Event, Node, Pod},
 };
 use kube::api::{Api, EvictParams, ListParams, Patch, PatchParams, PostParams};
 use tests::{
@@ -61,7 +58,7 @@ async fn main() -> Result<()> {
     step("creating ReplicaSet web (3 replicas, minReadySeconds 3), owned by a Deployment as in real clusters");
     let mut rs = replica_set("web", 3);
     rs.spec.min_ready_seconds = Some(3);
-    rss.create(&PostParams::default(), &owned_by_deployment(&ns, rs).await?).await?;
+    rss.create(&PostParams::default(), &live::owned_by_deployment(&ns, rs).await?).await?;
     converge(&rss, &pods_api, "web", 3, &mut log).await?;
     println!("  kube-scheduler places each pod on a node; kwok starts it and turns it Ready 1-2 s later:");
     watch_availability(&rss, 3).await?;
@@ -157,27 +154,6 @@ async fn start_controller(
         module.contract_version
     );
     Ok((controller, log))
-}
-
-/// `rs` controlled by a paused Deployment of the same name: upstream ranks pods by how many of
-/// their Deployment's pods share their node only when the ReplicaSet has such an owner. No
-/// Deployment controller runs, so the Deployment itself does nothing.
-async fn owned_by_deployment(ns: &TestNamespace, mut rs: ReplicaSet) -> Result<ReplicaSet> {
-    let name = rs.metadata.name.clone().unwrap_or_default();
-    let deployment: Deployment = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {"paused": true, "selector": rs.spec.selector, "template": rs.spec.template},
-    }))?;
-    let deployment = ns.api::<Deployment>().create(&PostParams::default(), &deployment).await?;
-    rs.metadata.owner_references = Some(vec![OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        name,
-        uid: deployment.metadata.uid.context("a created Deployment has a UID")?,
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }]);
-    Ok(rs)
 }
 
 /// Prints each change of ready and available replicas until `replicas` are available: the last
