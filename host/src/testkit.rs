@@ -13,7 +13,11 @@ use k8s_openapi::{
 };
 use serde_json::{Value, json};
 
-use crate::informers::cached::{CachedPod, POD_DELETION_COST};
+use crate::{
+    contract::{Label, Snapshot},
+    informers::cached::{CachedPod, POD_DELETION_COST},
+    snapshot::{StringTable, replica_set_record},
+};
 
 /// The container every built pod and template runs.
 pub const PAUSE_IMAGE: &str = "registry.k8s.io/pause:3.10";
@@ -270,6 +274,31 @@ impl PodBuilder {
 fn remove(object: &mut Value, field: &str) {
     if let Some(map) = object.as_object_mut() {
         map.remove(field);
+    }
+}
+
+/// `n` distinct labels `k0=v`, `k1=v`, … as the contract carries them.
+pub fn numbered_labels(n: usize) -> Vec<Label> {
+    (0..n).map(|i| Label { key: format!("k{i}"), value: "v".into() }).collect()
+}
+
+/// A snapshot of ReplicaSet `web` with no pods and exactly `label_sets`, of which the first (if
+/// any) is its template's: for tests of what label-heavy input costs a guest call.
+pub fn snapshot_with_label_sets(label_sets: Vec<Vec<Label>>) -> Snapshot {
+    let rs = rs("web").uid("u1").build();
+    let mut strings = StringTable::default();
+    // The first label set interned is the template's, at index 0.
+    let template = strings.label_map(None);
+    let (_, pod_strings) = strings.finish();
+    Snapshot {
+        replica_set: replica_set_record(&rs, template),
+        pods: vec![],
+        label_sets,
+        nodes: vec![],
+        pod_strings,
+        expectations_satisfied: true,
+        now: 0,
+        burst_replicas: 500,
     }
 }
 

@@ -350,7 +350,7 @@ impl SyncPolicy<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{contract::Label, embedded::DEFAULT_POLICY, sandbox::SandboxLimits, snapshot::StringTable, testkit};
+    use crate::{embedded::DEFAULT_POLICY, sandbox::SandboxLimits, testkit};
 
     /// A policy serving `serving` after `previous` served without failing.
     fn policy(sandbox: &Sandbox, previous: &[u8], serving: &[u8]) -> (ActivePolicy, Arc<Serving>) {
@@ -365,22 +365,7 @@ mod tests {
 
     /// A ReplicaSet of one whose template carries `labels` labels (the guest reads them all).
     fn snapshot(labels: usize) -> Arc<Snapshot> {
-        let rs = testkit::rs("web").uid("u1").build();
-        let mut strings = StringTable::default();
-        let template = strings.label_map(None);
-        let (mut label_sets, pod_strings) = strings.finish();
-        label_sets[template as usize] =
-            (0..labels).map(|i| Label { key: format!("k{i}"), value: "v".into() }).collect();
-        Arc::new(Snapshot {
-            replica_set: crate::snapshot::replica_set_record(&rs, template),
-            pods: vec![],
-            label_sets,
-            nodes: vec![],
-            pod_strings,
-            expectations_satisfied: true,
-            now: 0,
-            burst_replicas: 500,
-        })
+        Arc::new(testkit::snapshot_with_label_sets(vec![testkit::numbered_labels(labels)]))
     }
 
     #[tokio::test]

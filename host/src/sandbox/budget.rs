@@ -58,45 +58,22 @@ pub fn input_bytes(snapshot: &Snapshot) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{contract::Label, snapshot::StringTable, testkit};
-
-    fn snapshot(label_sets: Vec<Vec<Label>>, pods: usize) -> Snapshot {
-        let rs = testkit::rs("web").build();
-        let mut strings = StringTable::default();
-        let template = strings.label_map(None);
-        let (_, pod_strings) = strings.finish();
-        let mut s = Snapshot {
-            replica_set: crate::snapshot::replica_set_record(&rs, template),
-            pods: vec![],
-            label_sets,
-            nodes: vec![],
-            pod_strings,
-            expectations_satisfied: true,
-            now: 0,
-            burst_replicas: 500,
-        };
-        s.pods.reserve(pods);
-        s
-    }
-
-    fn labels(n: usize) -> Vec<Label> {
-        (0..n).map(|i| Label { key: format!("k{i}"), value: "v".into() }).collect()
-    }
+    use crate::testkit::{numbered_labels as labels, snapshot_with_label_sets as snapshot};
 
     #[test]
     fn fuel_grows_with_every_label_the_guest_reads() {
         let limits = SandboxLimits::default();
-        let small = CallBudget::for_snapshot(&limits, &snapshot(vec![labels(1)], 0));
-        let large = CallBudget::for_snapshot(&limits, &snapshot(vec![labels(1), labels(10_000)], 0));
+        let small = CallBudget::for_snapshot(&limits, &snapshot(vec![labels(1)]));
+        let large = CallBudget::for_snapshot(&limits, &snapshot(vec![labels(1), labels(10_000)]));
         assert_eq!(large.fuel - small.fuel, 10_000 * limits.fuel_per_label);
     }
 
     #[test]
     fn memory_grows_with_the_input_up_to_the_slot_size() {
         let limits = SandboxLimits::default();
-        let empty = CallBudget::for_snapshot(&limits, &snapshot(vec![], 0));
+        let empty = CallBudget::for_snapshot(&limits, &snapshot(vec![]));
         assert_eq!(empty.memory, limits.memory_bytes);
-        let big = snapshot(vec![labels(100_000)], 0);
+        let big = snapshot(vec![labels(100_000)]);
         let grown = CallBudget::for_snapshot(&limits, &big);
         assert_eq!(grown.memory, limits.memory_bytes + limits.memory_per_input_byte * input_bytes(&big));
         let huge = SandboxLimits { memory_per_input_byte: 1 << 20, ..SandboxLimits::default() };
