@@ -39,8 +39,8 @@ use subject::{Limits, Subject};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "bench", about = "Benchmarks the host against kube-controller-manager's ReplicaSet controller")]
 pub struct Options {
-    /// One small scenario per tier, a small steady state and one swap size (under 3 minutes): a
-    /// smoke test of the method, not the report.
+    /// One small scenario per tier, a small steady state, a short lifecycle run and one swap size
+    /// (~8 minutes on 2 cores): a smoke test of the method, not the report.
     #[arg(long)]
     pub quick: bool,
     /// Alternating runs per scenario and controller (the median of these is reported).
