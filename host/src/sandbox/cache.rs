@@ -138,6 +138,16 @@ mod tests {
         assert_eq!(sandbox.compile(DEFAULT_POLICY).unwrap().compiled, Compiled::Cached, "and replaced");
     }
 
+    #[test]
+    fn a_directory_that_cannot_be_created_is_an_error_naming_it() {
+        let dir = TempDir::new("blocked");
+        std::fs::write(&dir.0, b"a file, not a directory").unwrap();
+        let wanted = dir.0.join("modules");
+        let error = format!("{:#}", ModuleCache::open(&wanted).unwrap_err());
+        assert!(error.starts_with(&format!("creating the module cache {}", wanted.display())), "{error}");
+        std::fs::remove_file(&dir.0).unwrap();
+    }
+
     #[cfg(unix)]
     #[test]
     fn the_cache_directory_is_private() {
