@@ -12,11 +12,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::task::JoinHandle;
 
@@ -66,6 +67,8 @@ struct State {
 pub struct Invariants {
     state: Arc<Mutex<State>>,
     task: JoinHandle<()>,
+    /// Read directly, so [`Invariants::wait_converged`] knows what its watch must have seen.
+    replica_sets: Api<ReplicaSet>,
 }
 
 enum Change {
@@ -91,7 +94,8 @@ impl Invariants {
                 lock(&shared).apply(change, Instant::now());
             }
         });
-        let invariants = Self { state, task };
+        let replica_sets = Api::namespaced(client.clone(), namespace);
+        let invariants = Self { state, task, replica_sets };
         eventually("the invariant watches to list", Duration::from_secs(20), || async {
             Ok((invariants.lock().synced == (true, true)).then_some(()))
         })
@@ -167,11 +171,33 @@ impl Invariants {
     }
 
     /// Waits until [`Invariants::unconverged`] is `None`; returns how long that took.
+    ///
+    /// Convergence is judged on what the watch has delivered, so it first needs every ReplicaSet
+    /// the API server holds now, at its current generation: a set the test just created or
+    /// scaled that the watch has not shown yet would otherwise count as converged (an empty
+    /// namespace is trivially so).
     pub async fn wait_converged(&self, timeout: Duration) -> Result<Duration> {
         let started = Instant::now();
+        let listed: Vec<(String, i64)> = self
+            .replica_sets
+            .list(&ListParams::default())
+            .await
+            .context("listing ReplicaSets for the convergence check")?
+            .items
+            .into_iter()
+            .map(|rs| (rs.metadata.uid.unwrap_or_default(), rs.metadata.generation.unwrap_or(0)))
+            .collect();
         let mut last = String::new();
         let result = eventually("every ReplicaSet converged with a right status", timeout, || {
-            let pending = self.unconverged();
+            let pending = {
+                let state = self.lock();
+                match listed.iter().find(|(uid, generation)| !state.has_seen(uid, *generation)) {
+                    Some((uid, generation)) => {
+                        Some(format!("the watch has not shown ReplicaSet {uid} at generation {generation} yet"))
+                    }
+                    None => state.unconverged(),
+                }
+            };
             if let Some(p) = &pending {
                 last.clone_from(p);
             }
@@ -314,6 +340,11 @@ impl State {
         self.pods.values().filter(|p| p.active && p.owner.as_deref() == Some(owner)).count()
     }
 
+    /// Whether the watch has shown ReplicaSet `uid` at `generation` or later, or its deletion.
+    fn has_seen(&self, uid: &str, generation: i64) -> bool {
+        self.gone_rs.contains(uid) || self.rs.get(uid).is_some_and(|rs| rs.generation >= generation)
+    }
+
     fn unconverged(&self) -> Option<String> {
         let mut pending = Vec::new();
         for (uid, rs) in &self.rs {
@@ -382,6 +413,18 @@ mod tests {
             ]}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_replica_set_counts_as_seen_at_its_generation_or_later_or_once_deleted() {
+        let mut s = State::default();
+        assert!(!s.has_seen("u", 1), "not shown yet: an empty namespace must not count as converged");
+        s.apply(Change::Rs(watcher::Event::Apply(rs("u", 1))), Instant::now());
+        let generation = s.rs["u"].generation;
+        assert!(s.has_seen("u", generation));
+        assert!(!s.has_seen("u", generation + 1), "a scale the watch has not shown yet");
+        s.apply(Change::Rs(watcher::Event::Delete(rs("u", 1))), Instant::now());
+        assert!(s.has_seen("u", generation + 1));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, ensure};
+use anyhow::{Result, bail, ensure};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams};
 use tests::faults::{FaultCluster, FaultOptions};
@@ -24,7 +24,8 @@ const CUT: Duration = Duration::from_secs(20);
 async fn a_watch_cut_past_the_compaction_window_gets_410_relists_and_replaces_every_deleted_pod() -> Result<()> {
     let _serial = serial().await;
     let apiserver_args = ["--etcd-compaction-interval=5s", "--watch-cache=false"].map(String::from).to_vec();
-    let cluster = FaultCluster::start(FaultOptions { apiserver_args, ..FaultOptions::default() }).await?;
+    // The audit log says who wrote which pod when, should the count below ever be wrong.
+    let cluster = FaultCluster::start(FaultOptions { apiserver_args, audit: true, ..FaultOptions::default() }).await?;
     let ns = cluster.ns();
     let replica = cluster.start_replica(host_bin(), "host-a", &["--leader-elect=false"]).await?;
     let host = &replica.host;
@@ -56,7 +57,19 @@ async fn a_watch_cut_past_the_compaction_window_gets_410_relists_and_replaces_ev
     let expired = relists().await?;
     ensure!(expired >= 1.0, "the host's pod watch never relisted after 410 Gone (relists: {expired})");
     let replaced = invariants.became_active() - created_before;
-    ensure!(replaced == DELETED as u64, "{replaced} pods created after the relist, {DELETED} were deleted");
+    if replaced != DELETED as u64 {
+        let writes: Vec<String> = cluster
+            .audit()?
+            .into_iter()
+            .filter(|e| e.is_write() && e.resource.as_deref() == Some("pods"))
+            .map(|e| format!("{} {} {} by {} → {:?}", e.received, e.verb, e.uri, e.user_agent, e.code))
+            .collect();
+        bail!(
+            "{replaced} pods created after the relist, {DELETED} were deleted; invariants: {:?}; pod writes:\n{}",
+            invariants.violations(),
+            writes.join("\n")
+        );
+    }
     invariants.check()?;
     let failures = host_metric(host, "wasm_replicaset_informer_watch_failures_total", &[("resource", "pods")]).await?;
     eprintln!(
