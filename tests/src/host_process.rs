@@ -70,11 +70,14 @@ impl HostProcess {
             .arg(kubeconfig)
             .arg(format!("--http-addr=127.0.0.1:{port}"))
             .args(flags)
-            // Deterministic logging whatever the developer's environment says.
-            .env_remove("RUST_LOG")
             .env_remove("KUBECONFIG")
             .env_remove("POD_NAMESPACE")
             .env("HOSTNAME", name);
+        // Deterministic logging whatever the developer's environment says, unless asked.
+        match std::env::var("HARNESS_HOST_LOG") {
+            Ok(filter) if !filter.is_empty() => cmd.env("RUST_LOG", filter),
+            _ => cmd.env_remove("RUST_LOG"),
+        };
         let process = ManagedProcess::spawn_command(name, cmd, log)?;
         Ok(Self { process, port })
     }

@@ -37,6 +37,8 @@
 //! - `K8S_VERSION`: which cache `${XDG_CACHE_HOME:-$HOME/.cache}/wasm-replicaset/k8s-<v>/bin` to
 //!   use (default [`DEFAULT_K8S_VERSION`], as `tests/controlplane/build.sh`);
 //! - `HARNESS_KEEP_TMP=1`: keep data, certificates and logs under [`workdir::root`].
+//! - `HARNESS_HOST_LOG=<filter>`: the `RUST_LOG` of every host process the harness starts
+//!   (otherwise the host's default), e.g. `info,host=debug` for a failure's post-mortem.
 //!
 //! A missing binary is an error (tests fail, they never skip). Every process is stopped by PID on
 //! drop, at exit (also after panicking tests), and by `PR_SET_PDEATHSIG` if the test binary is

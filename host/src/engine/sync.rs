@@ -157,6 +157,11 @@ impl<A: ApiCalls> Engine<A> {
         };
         let started = Instant::now();
         let projection = self.snapshot(key, &rs);
+        tracing::debug!(
+            candidates = projection.pods.len(),
+            expectations_satisfied = projection.snapshot.expectations_satisfied,
+            "snapshot"
+        );
         laps.lap("snapshot");
         let planned = self.plan_and_claim(&rs, projection, policy, report).await;
         laps.split("guest", "claims", report.guest_time);
