@@ -25,7 +25,7 @@ async fn a_watch_cut_past_the_compaction_window_gets_410_relists_and_replaces_ev
     let _serial = serial().await;
     let apiserver_args = ["--etcd-compaction-interval=5s", "--watch-cache=false"].map(String::from).to_vec();
     // The audit log says who wrote which pod when, should the count below ever be wrong.
-    let cluster = FaultCluster::start(FaultOptions { apiserver_args, audit: true, ..FaultOptions::default() }).await?;
+    let cluster = FaultCluster::start(FaultOptions { apiserver_args, audit: true }).await?;
     let ns = cluster.ns();
     let replica = cluster.start_replica(host_bin(), "host-a", &["--leader-elect=false"]).await?;
     let host = &replica.host;
