@@ -22,6 +22,8 @@ pub struct ControlPlaneOptions {
     pub startup_timeout: Duration,
     /// Extra kube-apiserver flags, appended last (so they override the harness's).
     pub extra_apiserver_args: Vec<String>,
+    /// Extra etcd flags, appended last (so they override the harness's).
+    pub extra_etcd_args: Vec<String>,
     /// Write an audit log ([`ControlPlane::audit_log`], read with [`crate::audit`]): every
     /// request but the API server's own and health checks, with user, user agent, verb, object,
     /// response code and timestamps.
@@ -35,6 +37,7 @@ impl Default for ControlPlaneOptions {
             // Generous: a 2-core machine may be busy compiling while tests start.
             startup_timeout: Duration::from_secs(90),
             extra_apiserver_args: Vec::new(),
+            extra_etcd_args: Vec::new(),
             audit: false,
         }
     }
@@ -295,7 +298,7 @@ impl Launch<'_> {
         let etcd_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let n = self.attempt;
-        let etcd_args = vec![
+        let mut etcd_args = vec![
             "--name=harness".to_string(),
             format!("--data-dir={}", self.dir.join(format!("etcd-{n}")).display()),
             format!("--listen-client-urls={etcd_url}"),
@@ -306,6 +309,7 @@ impl Launch<'_> {
             "--unsafe-no-fsync=true".to_string(),
             "--log-level=warn".to_string(),
         ];
+        etcd_args.extend(self.options.extra_etcd_args.iter().cloned());
         let etcd = ManagedProcess::spawn("etcd", self.etcd_bin, &etcd_args, &self.dir.join(format!("etcd-{n}.log")))?;
         wait_for_etcd(&etcd, client_port, deadline).await?;
 

@@ -155,6 +155,7 @@ impl LiveCluster {
             startup_timeout: options.startup_timeout,
             extra_apiserver_args: options.extra_apiserver_args.clone(),
             audit: options.audit,
+            ..ControlPlaneOptions::default()
         })
         .await?;
         let named = options.behaviours.iter().map(|(name, b)| (name.as_str(), b));

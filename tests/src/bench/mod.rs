@@ -7,6 +7,7 @@
 //! Run: `cargo run --release -p tests --bin bench` (full, < 20 min on 2 cores) or with `--quick`
 //! (< 3 min). See [`Options`].
 
+pub mod charts;
 pub mod client;
 pub mod environment;
 pub mod lifecycle;
@@ -14,6 +15,7 @@ pub mod lifecycle_report;
 pub mod procfs;
 pub mod raw;
 pub mod report;
+pub mod scale;
 pub mod scenarios;
 pub mod steady;
 pub mod subject;
@@ -30,7 +32,7 @@ use anyhow::{Context, Result};
 use crate::workdir::WorkDir;
 use lifecycle::LifecyclePlan;
 use lifecycle_report::LifecycleRows;
-use report::{Results, SteadyRow, SwapRow};
+use report::{Results, ScaleRow, SteadyRow, SwapRow};
 use scenarios::{Phase, Scenario};
 use steady::SteadyPlane;
 use subject::{Limits, Subject};
@@ -46,8 +48,8 @@ pub struct Options {
     /// Alternating runs per scenario and controller (the median of these is reported).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Where to write the report [default: BENCHMARKS.md at the workspace root; with --quick,
-    /// target/BENCHMARKS-quick.md].
+    /// Where to write the report, its charts beside it in `<name>-charts/` [default: BENCHMARKS.md
+    /// at the workspace root; with --quick or --only, under target/].
     #[arg(long)]
     pub output: Option<PathBuf>,
     /// Print the report only.
@@ -69,9 +71,25 @@ pub struct Options {
     /// Do not (re)build `host-process` first; use the one next to this binary as it is.
     #[arg(long)]
     pub no_build: bool,
-    /// Run only these parts (comma-separated): default, raised, steady, lifecycle, swap, probe.
+    /// Run only these parts (comma-separated): default, raised, steady, lifecycle, swap, probe,
+    /// scale. `scale` runs only when named here (it needs ~10 GiB and most of an hour).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// The scale tier's size: ReplicaSets x pods each.
+    #[arg(long, default_value = "5000x20", value_parser = parse_size)]
+    pub scale_size: (usize, i32),
+}
+
+/// `5000x20` → (5000, 20).
+fn parse_size(text: &str) -> Result<(usize, i32), String> {
+    let (rs, per) =
+        text.split_once(['x', '×']).ok_or_else(|| format!("{text:?} is not REPLICASETSxPODS (e.g. 5000x20)"))?;
+    let rs: usize = rs.trim().parse().map_err(|e| format!("ReplicaSets in {text:?}: {e}"))?;
+    let per: i32 = per.trim().parse().map_err(|e| format!("pods per ReplicaSet in {text:?}: {e}"))?;
+    if rs == 0 || per < 2 {
+        return Err(format!("{text:?}: the scale tier needs at least 1 ReplicaSet of at least 2 pods"));
+    }
+    Ok((rs, per))
 }
 
 static START: OnceLock<Instant> = OnceLock::new();
@@ -116,6 +134,8 @@ pub struct Plan {
     pub probe_pods: usize,
     /// The lifecycle tier on a live cluster, if run (at the raised limits).
     pub lifecycle: Option<LifecyclePlan>,
+    /// The scale tier: ReplicaSets × pods each, if run (at the raised limits).
+    pub scale: Option<(usize, i32)>,
 }
 
 const fn sc(rs: usize, replicas: i32, scale_to: Option<i32>) -> Scenario {
@@ -162,6 +182,7 @@ impl Plan {
                     churn_share: 0.02,
                     churn_for: Duration::from_secs(10),
                 }),
+                scale: None,
             }
         } else {
             let full = vec![sc(1, 500, None), sc(100, 20, Some(5)), sc(1000, 1, None)];
@@ -205,6 +226,7 @@ impl Plan {
                     churn_share: 0.02,
                     churn_for: Duration::from_secs(60),
                 }),
+                scale: options.only.iter().any(|p| p == "scale").then_some(options.scale_size),
             }
         };
         plan.tiers.sort_by_key(|t| if t.key == "default" { 0 } else { 1 });
@@ -253,6 +275,56 @@ async fn run_lifecycle(plan: &LifecyclePlan, limits: Limits, runs: usize) -> Res
         }
     }
     Ok(rows)
+}
+
+/// The scale tier: one control plane filled once, each controller started on it `runs` times.
+async fn run_scale(rs: usize, per: i32, limits: Limits, plan: &Plan, runs: usize) -> Result<ScaleRow> {
+    let pods = rs * per as usize;
+    progress(&format!(
+        "scale: filling a control plane with {} pods in {} ReplicaSets",
+        scenarios::group(pods as u64),
+        scenarios::group(rs as u64)
+    ));
+    let plane = scale::ScalePlane::prepare(rs, per).await?;
+    let mut row = ScaleRow { rs, per, scaled_away: plane.scaled_away(), limits, ..ScaleRow::default() };
+    for run in 1..=runs {
+        for subject in [Subject::Upstream, Subject::Host] {
+            let m = plane
+                .run(subject, limits, plan.steady_settle, plan.steady_idle)
+                .await
+                .with_context(|| format!("scale, {}, run {run}", subject.name()))?;
+            progress(&format!(
+                "scale {} pods | run {run}/{runs} | {}: synced+converged {:.1} s, cpu {:.1} s, RSS {:.0} MiB (peak {:.0}), idle cpu {:.2} %, {:.0} requests; 1 % scale-down {:.1} s, cpu {:.2} s, {:.0} requests",
+                scenarios::group(pods as u64),
+                subject.name(),
+                m.start.startup,
+                m.start.startup_cpu,
+                m.start.rss_mib,
+                m.start.peak_rss_mib,
+                m.start.idle_cpu_pct,
+                m.start.requests,
+                m.scale_down,
+                m.scale_down_cpu,
+                m.scale_down_requests,
+            ));
+            row.samples.entry(subject).or_default().push(m);
+        }
+    }
+    plane.stop();
+    Ok(row)
+}
+
+/// Where the report goes without `--output`: BENCHMARKS.md at the workspace root for a full run
+/// of every part; a quick or partial run goes to target/, so it never replaces the full report.
+fn default_output(options: &Options) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    if options.quick {
+        root.join("target").join("BENCHMARKS-quick.md")
+    } else if !options.only.is_empty() {
+        root.join("target").join(format!("BENCHMARKS-{}.md", options.only.join("-")))
+    } else {
+        root.join("BENCHMARKS.md")
+    }
 }
 
 /// Runs the benchmark and writes the report.
@@ -362,6 +434,11 @@ pub async fn main(options: Options) -> Result<()> {
         results.lifecycle = run_lifecycle(&lifecycle, raised, runs).await?;
     }
 
+    if let Some((rs, per)) = plan.scale {
+        let raised = Limits { qps: options.raised_qps, burst: options.raised_burst, workers: options.raised_workers };
+        results.scale = Some(run_scale(rs, per, raised, &plan, runs).await?);
+    }
+
     if !plan.swap_sizes.is_empty() {
         progress("swap latency: host watching ReconcileModules");
         let bases: [&[u8]; 2] = [test_guests::NEWEST_FIRST, host::embedded::DEFAULT_POLICY];
@@ -376,15 +453,18 @@ pub async fn main(options: Options) -> Result<()> {
         cp.stop();
     }
 
+    let path = options.output.clone().unwrap_or_else(|| default_output(&options));
+    let stem = path.file_stem().map_or_else(|| "BENCHMARKS".into(), |s| s.to_string_lossy().into_owned());
+    let charts = format!("{stem}-charts");
+    if !options.no_write {
+        let dir = path.parent().unwrap_or(std::path::Path::new(".")).join(&charts);
+        results.write_charts(&dir, &charts)?;
+    }
     let markdown = results.markdown();
     println!("\n{markdown}");
     if !options.no_write {
-        let path = options.output.clone().unwrap_or_else(|| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-            if options.quick { root.join("target").join("BENCHMARKS-quick.md") } else { root.join("BENCHMARKS.md") }
-        });
         std::fs::write(&path, &markdown).with_context(|| format!("writing {}", path.display()))?;
-        progress(&format!("wrote {}", path.display()));
+        progress(&format!("wrote {} and its charts in {charts}/", path.display()));
     }
     progress("done");
     Ok(())

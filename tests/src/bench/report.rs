@@ -2,9 +2,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Instant;
 
+use anyhow::Context as _;
+
+use super::charts;
 use super::environment;
+use super::scale::{self, ScaleMeasurement};
 use super::scenarios::{HostStats, Measurement, Phase, Scenario, group};
 use super::steady::SteadyMeasurement;
 use super::subject::{Limits, Subject};
@@ -15,6 +20,8 @@ use super::{Options, Plan, Tier};
 type MeasurementField = fn(&Measurement) -> f64;
 /// Reads one figure out of a steady-state run.
 type SteadyField = fn(&SteadyMeasurement) -> f64;
+/// Reads one figure out of a scale-tier run.
+type ScaleField = fn(&ScaleMeasurement) -> f64;
 
 /// Median, minimum and maximum of some runs.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +111,13 @@ impl Row {
     fn host_stat(&self, f: impl Fn(&HostStats, &Measurement) -> f64) -> Option<Stat> {
         stat(self.samples.get(&Subject::Host)?.iter().filter_map(|m| m.host.as_ref().map(|h| f(h, m))))
     }
+
+    /// The run of `subject` with the median wall time (the lower middle one of an even count).
+    fn median_run(&self, subject: Subject) -> Option<&Measurement> {
+        let mut runs: Vec<&Measurement> = self.samples.get(&subject)?.iter().collect();
+        runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+        runs.get(runs.len().saturating_sub(1) / 2).copied()
+    }
 }
 
 /// The steady-state runs.
@@ -113,6 +127,33 @@ pub struct SteadyRow {
     pub pods: usize,
     /// Per subject, per run.
     pub samples: BTreeMap<Subject, Vec<SteadyMeasurement>>,
+}
+
+/// The scale tier's runs.
+#[derive(Debug, Clone)]
+pub struct ScaleRow {
+    /// ReplicaSets.
+    pub rs: usize,
+    /// Pods each.
+    pub per: i32,
+    /// Pods the scale-down removes (one each from as many ReplicaSets).
+    pub scaled_away: usize,
+    /// The limits both controllers ran with.
+    pub limits: Limits,
+    /// Per subject, per run.
+    pub samples: BTreeMap<Subject, Vec<ScaleMeasurement>>,
+}
+
+impl Default for ScaleRow {
+    fn default() -> Self {
+        Self { rs: 0, per: 0, scaled_away: 0, limits: Limits::KCM_DEFAULTS, samples: BTreeMap::new() }
+    }
+}
+
+impl ScaleRow {
+    fn stat(&self, subject: Subject, f: impl Fn(&ScaleMeasurement) -> f64) -> Option<Stat> {
+        stat(self.samples.get(&subject)?.iter().map(f))
+    }
 }
 
 /// One swap series.
@@ -140,6 +181,10 @@ pub struct Results {
     pub probe: Vec<super::client::ProbeRow>,
     /// The lifecycle tier, if run.
     pub lifecycle: super::lifecycle_report::LifecycleRows,
+    /// The scale tier, if run.
+    pub scale: Option<ScaleRow>,
+    /// Charts written beside the report: alt text and path relative to the report.
+    charts: Vec<(String, String)>,
 }
 
 impl Results {
@@ -164,6 +209,8 @@ impl Results {
             swap: Vec::new(),
             probe: Vec::new(),
             lifecycle: super::lifecycle_report::LifecycleRows::default(),
+            scale: None,
+            charts: Vec::new(),
         }
     }
 
@@ -184,6 +231,62 @@ impl Results {
             self.rows.len() - 1
         };
         self.rows[idx].samples.entry(subject).or_default().push(m);
+    }
+
+    /// Draws the charts into `dir`, which the report refers to as `relative`: live pods over
+    /// time in each scenario's median run per controller, and the CPU and RSS ratios.
+    pub fn write_charts(&mut self, dir: &Path, relative: &str) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut charts = Vec::new();
+        for row in &self.rows {
+            let (Some(upstream), Some(host)) = (row.median_run(Subject::Upstream), row.median_run(Subject::Host))
+            else {
+                continue;
+            };
+            let caption = format!("{}, {}: live pods", row.label(), row.limits.label());
+            let file = format!("pods-{}-{}.svg", row.tier, file_name(&row.label()));
+            let series = [
+                charts::Series { name: "upstream", host: false, points: &upstream.timeline },
+                charts::Series { name: "host", host: true, points: &host.timeline },
+            ];
+            charts::pods_over_time(&dir.join(&file), &caption, &series)?;
+            charts.push((caption, format!("{relative}/{file}")));
+        }
+        let mut bars: Vec<charts::RatioBars> = self
+            .rows
+            .iter()
+            .map(|row| charts::RatioBars {
+                label: format!("{}, {}", row.label(), row.tier),
+                cpu: ratio(row.stat(Subject::Host, |m| m.cpu), row.stat(Subject::Upstream, |m| m.cpu)),
+                rss: ratio(
+                    row.stat(Subject::Host, |m| m.peak_rss_mib),
+                    row.stat(Subject::Upstream, |m| m.peak_rss_mib),
+                ),
+            })
+            .collect();
+        if let Some(steady) = &self.steady {
+            let f = |s: Subject, f: SteadyField| stat(steady.samples.get(&s).into_iter().flatten().map(f));
+            bars.push(charts::RatioBars {
+                label: format!("steady, {} pods", group(steady.pods as u64)),
+                cpu: ratio(f(Subject::Host, |m| m.startup_cpu), f(Subject::Upstream, |m| m.startup_cpu)),
+                rss: ratio(f(Subject::Host, |m| m.rss_mib), f(Subject::Upstream, |m| m.rss_mib)),
+            });
+        }
+        if let Some(scale) = &self.scale {
+            let f = |s: Subject, f: ScaleField| scale.stat(s, f);
+            bars.push(charts::RatioBars {
+                label: format!("scale, {} pods", group((scale.rs * scale.per as usize) as u64)),
+                cpu: ratio(f(Subject::Host, |m| m.start.startup_cpu), f(Subject::Upstream, |m| m.start.startup_cpu)),
+                rss: ratio(f(Subject::Host, |m| m.start.rss_mib), f(Subject::Upstream, |m| m.start.rss_mib)),
+            });
+        }
+        if !bars.is_empty() {
+            let caption = "CPU and peak RSS, host / upstream".to_string();
+            charts::ratio_bars(&dir.join("ratios.svg"), &caption, &bars, 0.5, 0.4)?;
+            charts.push((caption, format!("{relative}/ratios.svg")));
+        }
+        self.charts = charts;
+        Ok(())
     }
 
     /// The whole report.
@@ -226,10 +329,12 @@ impl Results {
                 .map_or_else(|| "raised limits".to_string(), |t| t.limits.label());
             md.push_str(&self.lifecycle.markdown(lifecycle, &limits)?);
         }
+        self.write_scale(md)?;
         self.write_swap(md)?;
         if !self.probe.is_empty() {
             md.push_str(&super::client::probe_markdown(&self.probe));
         }
+        self.write_charts_section(md)?;
         self.write_targets(md)?;
         Self::write_method(md)?;
         Ok(())
@@ -344,17 +449,53 @@ impl Results {
         )?;
         writeln!(md, "| Metric | Upstream | Host | Host/upstream |")?;
         writeln!(md, "|---|---:|---:|---:|")?;
-        let metrics: [(String, SteadyField); 6] = [
+        let metrics: [(String, SteadyField); 7] = [
             ("Start → caches synced and statuses current (s)".into(), |m| m.startup),
             ("CPU to get there (s)".into(), |m| m.startup_cpu),
             (format!("RSS holding {} pods, settled (MiB)", group(steady.pods as u64)), |m| m.rss_mib),
             ("Peak RSS (MiB)".into(), |m| m.peak_rss_mib),
             (format!("Idle CPU over {:?} (% of a core)", self.plan.steady_idle), |m| m.idle_cpu_pct),
             ("API requests, start → quiet (lists included)".into(), |m| m.requests),
+            ("kube-apiserver CPU over that window (s)".into(), |m| m.apiserver_cpu),
         ];
         for (name, f) in &metrics {
             let u = stat(steady.samples.get(&Subject::Upstream).into_iter().flatten().map(f));
             let h = stat(steady.samples.get(&Subject::Host).into_iter().flatten().map(f));
+            writeln!(md, "| {name} | {} | {} | {} |", cell(u), cell(h), ratio_cell(ratio(h, u)))?;
+        }
+        writeln!(md)
+    }
+
+    fn write_scale(&self, md: &mut String) -> std::fmt::Result {
+        let Some(row) = &self.scale else { return Ok(()) };
+        let pods = group((row.rs * row.per as usize) as u64);
+        writeln!(md, "## Scale: {pods} pods in {} ReplicaSets\n", group(row.rs as u64))?;
+        writeln!(
+            md,
+            "As the steady state, at {pods} pods and {}: the bench creates the ReplicaSets and their pods directly, resets every status, then starts each controller on the same control plane and waits until every status is current. Then it takes one replica from {} ReplicaSets spread over the namespace ({} % of the pods) and waits until all converged; then it scales them back (unmeasured) for the next run. kube-apiserver runs with `{}` and etcd with `{}` (see `tests/src/bench/scale.rs` for why).\n",
+            row.limits.label(),
+            group(row.scaled_away as u64),
+            scale::SCALE_DOWN_SHARE * 100.0,
+            scale::APISERVER_FLAGS.join(" "),
+            scale::ETCD_FLAGS.join(" "),
+        )?;
+        writeln!(md, "| Metric | Upstream | Host | Host/upstream |")?;
+        writeln!(md, "|---|---:|---:|---:|")?;
+        let metrics: [(String, ScaleField); 10] = [
+            ("Start → caches synced and statuses current (s)".into(), |m| m.start.startup),
+            ("CPU to get there (s)".into(), |m| m.start.startup_cpu),
+            (format!("RSS holding {pods} pods, settled (MiB)"), |m| m.start.rss_mib),
+            ("Peak RSS (MiB)".into(), |m| m.start.peak_rss_mib),
+            (format!("Idle CPU over {:?} (% of a core)", self.plan.steady_idle), |m| m.start.idle_cpu_pct),
+            ("API requests, start → quiet (lists included)".into(), |m| m.start.requests),
+            ("kube-apiserver CPU over that window (s)".into(), |m| m.start.apiserver_cpu),
+            (format!("Scale-down of {} pods: time to converged (s)", group(row.scaled_away as u64)), |m| m.scale_down),
+            ("Scale-down: CPU (s)".into(), |m| m.scale_down_cpu),
+            ("Scale-down: API requests".into(), |m| m.scale_down_requests),
+        ];
+        for (name, f) in &metrics {
+            let u = row.stat(Subject::Upstream, f);
+            let h = row.stat(Subject::Host, f);
             writeln!(md, "| {name} | {} | {} | {} |", cell(u), cell(h), ratio_cell(ratio(h, u)))?;
         }
         writeln!(md)
@@ -400,6 +541,21 @@ impl Results {
         writeln!(md)
     }
 
+    fn write_charts_section(&self, md: &mut String) -> std::fmt::Result {
+        if self.charts.is_empty() {
+            return Ok(());
+        }
+        writeln!(md, "## Charts\n")?;
+        writeln!(
+            md,
+            "Live pods as the bench's watch saw them, from the bench's first write of the phase, in each controller's median run; then the CPU (over the whole window) and peak-RSS ratios of every scenario, with the targets dashed.\n"
+        )?;
+        for (alt, path) in &self.charts {
+            writeln!(md, "![{alt}]({path})\n")?;
+        }
+        Ok(())
+    }
+
     fn write_targets(&self, md: &mut String) -> std::fmt::Result {
         writeln!(md, "## Targets\n")?;
         let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
@@ -441,6 +597,20 @@ impl Results {
                 writeln!(md, "- Steady state, CPU to sync and converge: {r:.2} ≤ 0.5 {}", verdict(r <= 0.5))?;
             }
         }
+        if let Some(row) = &self.scale {
+            let pods = group((row.rs * row.per as usize) as u64);
+            let pairs: [(&str, ScaleField, f64); 4] = [
+                ("time to current", |m| m.start.startup, 1.0),
+                ("CPU to get there", |m| m.start.startup_cpu, 0.5),
+                ("settled RSS", |m| m.start.rss_mib, 0.5),
+                ("1 % scale-down time", |m| m.scale_down, 1.0),
+            ];
+            for (what, f, target) in pairs {
+                if let Some(r) = ratio(row.stat(Subject::Host, f), row.stat(Subject::Upstream, f)) {
+                    writeln!(md, "- Scale, {pods} pods, {what}: {r:.2} ≤ {target} {}", verdict(r <= target))?;
+                }
+            }
+        }
         for row in &self.swap {
             if let Some(l) = stat(row.series.latencies.iter().copied()) {
                 writeln!(
@@ -471,4 +641,10 @@ impl Results {
         }
         Ok(())
     }
+}
+
+/// `10×20 → 5` → `10x20-to-5`: a scenario label as a file name.
+fn file_name(label: &str) -> String {
+    let replaced = label.replace('×', "x").replace(" → ", "-to-").replace(' ', "-");
+    replaced.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect()
 }

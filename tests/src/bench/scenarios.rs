@@ -110,6 +110,8 @@ pub struct Measurement {
     pub host: Option<HostStats>,
     /// Trailing requests had not stopped 30 s after convergence.
     pub quiet_timeout: bool,
+    /// Live pods over the phase: `(seconds since its first write, count)` at each change.
+    pub timeline: Vec<(f64, usize)>,
 }
 
 /// A point in time of everything the window is measured by.
@@ -304,6 +306,7 @@ async fn run_controller(
                 pods: added,
                 pod_rate: added as f64 / span,
                 quiet_timeout,
+                timeline: tracker.live_pods_since(t0),
                 ..before.measurement(&after)
             },
         ));
@@ -337,6 +340,7 @@ async fn run_controller(
                     pods: deleted,
                     pod_rate: deleted as f64 / span,
                     quiet_timeout,
+                    timeline: tracker.live_pods_since(t0),
                     ..before.measurement(&after)
                 },
             ));

@@ -38,6 +38,8 @@ struct State {
     last_pod_gone: Option<Instant>,
     /// When anything changed last.
     last_change: Option<Instant>,
+    /// Live pods after each change of their number.
+    live_log: Vec<(Instant, usize)>,
     pods_synced: bool,
     rs_synced: bool,
     error: Option<String>,
@@ -52,6 +54,7 @@ impl State {
             self.pods_added += 1;
             self.last_pod_added = Some(now);
             self.added_at.push(now);
+            self.live_log.push((now, self.pods.len()));
         }
         self.last_change = Some(now);
     }
@@ -63,6 +66,7 @@ impl State {
                 *n -= 1;
             }
             self.last_pod_gone = Some(now);
+            self.live_log.push((now, self.pods.len()));
         }
         self.last_change = Some(now);
     }
@@ -246,6 +250,15 @@ impl Tracker {
             }
             prev = Some(t);
         }
+        out
+    }
+
+    /// Live pods from `t0` on: `(seconds since t0, count)`, starting with the count at `t0`.
+    pub fn live_pods_since(&self, t0: Instant) -> Vec<(f64, usize)> {
+        let st = lock(&self.state);
+        let at_start = st.live_log.iter().take_while(|(t, _)| *t < t0).last().map_or(0, |(_, n)| *n);
+        let mut out = vec![(0.0, at_start)];
+        out.extend(st.live_log.iter().filter(|(t, _)| *t >= t0).map(|(t, n)| (t.duration_since(t0).as_secs_f64(), *n)));
         out
     }
 
