@@ -71,14 +71,25 @@ pub fn pods_over_time(path: &Path, caption: &str, series: &[Series<'_>]) -> Resu
             .label(s.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], style));
     }
+    legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    root.present().map_err(drawing)
+}
+
+/// The legend box, in the same style on every chart.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(position)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK.mix(0.4))
         .draw()
-        .map_err(drawing)?;
-    root.present().map_err(drawing)
+        .map_err(drawing)
 }
 
 /// Each change as a step: the count holds until the next change.
@@ -160,13 +171,7 @@ pub fn ratio_bars(path: &Path, caption: &str, rows: &[RatioBars], cpu_target: f6
         .map_err(drawing)?
         .label("peak RSS")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], SECOND.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(drawing)?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(drawing)
 }
 

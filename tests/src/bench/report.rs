@@ -459,9 +459,8 @@ impl Results {
             ("kube-apiserver CPU over that window (s)".into(), |m| m.apiserver_cpu),
         ];
         for (name, f) in &metrics {
-            let u = stat(steady.samples.get(&Subject::Upstream).into_iter().flatten().map(f));
-            let h = stat(steady.samples.get(&Subject::Host).into_iter().flatten().map(f));
-            writeln!(md, "| {name} | {} | {} | {} |", cell(u), cell(h), ratio_cell(ratio(h, u)))?;
+            let of = |s: Subject| stat(steady.samples.get(&s).into_iter().flatten().map(f));
+            comparison_row(md, name, of(Subject::Upstream), of(Subject::Host))?;
         }
         writeln!(md)
     }
@@ -494,9 +493,7 @@ impl Results {
             ("Scale-down: API requests".into(), |m| m.scale_down_requests),
         ];
         for (name, f) in &metrics {
-            let u = row.stat(Subject::Upstream, f);
-            let h = row.stat(Subject::Host, f);
-            writeln!(md, "| {name} | {} | {} | {} |", cell(u), cell(h), ratio_cell(ratio(h, u)))?;
+            comparison_row(md, name, row.stat(Subject::Upstream, f), row.stat(Subject::Host, f))?;
         }
         writeln!(md)
     }
@@ -641,6 +638,11 @@ impl Results {
         }
         Ok(())
     }
+}
+
+/// `| name | upstream | host | host/upstream |`.
+fn comparison_row(md: &mut String, name: &str, upstream: Option<Stat>, host: Option<Stat>) -> std::fmt::Result {
+    writeln!(md, "| {name} | {} | {} | {} |", cell(upstream), cell(host), ratio_cell(ratio(host, upstream)))
 }
 
 /// `10×20 → 5` → `10x20-to-5`: a scenario label as a file name.

@@ -10,12 +10,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 
 use super::procfs;
-use super::scenarios::{BENCH_CONCURRENCY, CONVERGE_TIMEOUT, apiserver_requests, wait_quiet};
+use super::scenarios::{CONVERGE_TIMEOUT, apiserver_requests, merge_patch_all, wait_quiet};
 use super::steady::{SteadyMeasurement, SteadyPlane};
 use super::subject::{Limits, Subject};
 use crate::ControlPlaneOptions;
@@ -131,17 +130,10 @@ impl ScalePlane {
     }
 }
 
-/// Sets `spec.replicas` of `names` to `replicas`, many in flight.
+/// Sets `spec.replicas` of `names` to `replicas`.
 async fn set_replicas(rss: &Api<ReplicaSet>, names: &[String], replicas: i32) -> Result<()> {
     let patch = serde_json::json!({"spec": {"replicas": replicas}});
-    futures::stream::iter(names)
-        .map(|name| {
-            let (rss, patch) = (rss.clone(), patch.clone());
-            async move { rss.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await }
-        })
-        .buffer_unordered(BENCH_CONCURRENCY)
-        .try_collect::<Vec<_>>()
+    merge_patch_all(rss, names, &patch, false)
         .await
-        .with_context(|| format!("scaling {} ReplicaSets to {replicas}", names.len()))?;
-    Ok(())
+        .with_context(|| format!("scaling {} ReplicaSets to {replicas}", names.len()))
 }

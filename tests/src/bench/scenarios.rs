@@ -318,15 +318,7 @@ async fn run_controller(
             let before = Snapshot::take(&ctrl, &clients).await?;
             let t0 = Instant::now();
             let patch = serde_json::json!({"spec": {"replicas": to}});
-            futures::stream::iter(names.iter())
-                .map(|n| {
-                    let (rss, patch) = (rss.clone(), patch.clone());
-                    async move { rss.patch(n, &PatchParams::default(), &Patch::Merge(&patch)).await }
-                })
-                .buffer_unordered(BENCH_CONCURRENCY)
-                .try_collect::<Vec<_>>()
-                .await
-                .context("scaling the ReplicaSets down")?;
+            merge_patch_all(&rss, &names, &patch, false).await.context("scaling the ReplicaSets down")?;
             let done = tracker.wait_converged(&expected, CONVERGE_TIMEOUT, || ctrl.check_alive()).await?;
             let last_gone = tracker.last_pod_gone();
             let quiet_timeout = wait_quiet(&clients.metrics).await?;
@@ -352,6 +344,25 @@ async fn run_controller(
     ctrl.stop();
     verbose(&format!("{} stopped in {:.2} s", subject.name(), t.elapsed().as_secs_f64()));
     outcome
+}
+
+/// Merge-patches every ReplicaSet in `names` (their status when `status`), [`BENCH_CONCURRENCY`]
+/// in flight.
+pub(super) async fn merge_patch_all<'a>(
+    rss: &Api<ReplicaSet>,
+    names: impl IntoIterator<Item = &'a String>,
+    patch: &serde_json::Value,
+    status: bool,
+) -> kube::Result<()> {
+    futures::stream::iter(names)
+        .map(|name| async move {
+            let (params, patch) = (PatchParams::default(), Patch::Merge(patch));
+            if status { rss.patch_status(name, &params, &patch).await } else { rss.patch(name, &params, &patch).await }
+        })
+        .buffer_unordered(BENCH_CONCURRENCY)
+        .try_collect::<Vec<_>>()
+        .await?;
+    Ok(())
 }
 
 /// Creates and deletes [`BENCH_CONCURRENCY`] pods at once with `client` in a namespace of their

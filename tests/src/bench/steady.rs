@@ -5,15 +5,16 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 
 use super::procfs;
 use super::progress;
 use super::scenarios::{
-    BENCH_CONCURRENCY, CONVERGE_TIMEOUT, Clients, apiserver_requests, group, names, pod_like_controllers, wait_quiet,
+    BENCH_CONCURRENCY, CONVERGE_TIMEOUT, Clients, apiserver_requests, group, merge_patch_all, names,
+    pod_like_controllers, wait_quiet,
 };
 use super::subject::{Limits, Running, Subject};
 use super::tracker::Tracker;
@@ -136,15 +137,7 @@ impl SteadyPlane {
         // Forget what the previous controller wrote, so every run does the same work.
         let reset = serde_json::json!({"status": {"replicas": 0, "fullyLabeledReplicas": 0, "readyReplicas": 0,
             "availableReplicas": 0, "observedGeneration": 0}});
-        futures::stream::iter(self.expected.keys())
-            .map(|n| {
-                let (rss, reset) = (rss.clone(), reset.clone());
-                async move { rss.patch_status(n, &PatchParams::default(), &Patch::Merge(&reset)).await }
-            })
-            .buffer_unordered(BENCH_CONCURRENCY)
-            .try_collect::<Vec<_>>()
-            .await
-            .context("resetting statuses")?;
+        merge_patch_all(&rss, self.expected.keys(), &reset, true).await.context("resetting statuses")?;
         let tracker = Tracker::start(&clients.client, self.ns.name()).await?;
         let api_before = apiserver_requests(&clients.metrics).await?;
         let bench_before = clients.stats.snapshot().requests;
