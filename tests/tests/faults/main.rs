@@ -11,8 +11,9 @@
 //!
 //! The scenarios that load the CPU run one at a time ([`serial`]): on 2 cores, two of them at
 //! once would measure the machine, not the controller. The kube-controller-manager comparison,
-//! which mostly waits out its fixed 5-minute expectations timeout, runs beside them.
+//! which mostly waits out its fixed 5-minute expectations timeout, runs beside them ([`beside`]).
 
+mod beside;
 mod expiry;
 mod partition;
 mod split_brain;

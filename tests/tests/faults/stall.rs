@@ -3,7 +3,7 @@
 //! never shows the pods it created, and once the expectations expire only the consistency gate
 //! stands between it and a second set of pods. The host runs with a 10 s expectations TTL
 //! (`--expectations-ttl`); kube-controller-manager, whose timeout is a fixed 5 minutes, goes
-//! through the same scenario beside the others.
+//! through the same scenario beside the others ([`crate::beside`]).
 
 use std::time::{Duration, Instant};
 
@@ -43,10 +43,10 @@ impl Subject {
 }
 
 /// What happened, for the report.
-struct Outcome {
-    created: u64,
-    stale_skips: f64,
-    converged: Duration,
+pub(crate) struct Outcome {
+    pub(crate) created: u64,
+    pub(crate) stale_skips: f64,
+    pub(crate) converged: Duration,
 }
 
 #[tokio::test]
@@ -63,23 +63,9 @@ async fn a_stalled_pod_watch_past_the_expectations_ttl_never_makes_the_host_crea
     Ok(())
 }
 
-#[tokio::test]
-async fn kube_controller_manager_with_a_stalled_pod_watch_past_its_five_minute_expectations_timeout() -> Result<()> {
-    // Mostly waiting: runs beside the CPU-heavy scenarios, not after them.
-    let ttl = Duration::from_secs(300);
-    let outcome = stalled_watch(Which::Kcm, ttl).await?;
-    ensure!(outcome.stale_skips >= 1.0, "kube-controller-manager never skipped a sync for a stale cache");
-    eprintln!(
-        "stalled pod watch, kube-controller-manager (timeout 5m): {} pods created in all, {} stale-cache skips, \
-         converged {:.1?} after the release",
-        outcome.created, outcome.stale_skips, outcome.converged
-    );
-    Ok(())
-}
-
 /// Which controller goes through the scenario.
 #[derive(Clone, Copy)]
-enum Which {
+pub(crate) enum Which {
     Host,
     Kcm,
 }
@@ -87,7 +73,7 @@ enum Which {
 /// The scenario, for either controller, on a control plane of its own: scale to [`REPLICAS`]
 /// with the pod watch stalled, wait out `ttl`, poke the ReplicaSet so it is synced with expired
 /// expectations, and count the pods.
-async fn stalled_watch(which: Which, ttl: Duration) -> Result<Outcome> {
+pub(crate) async fn stalled_watch(which: Which, ttl: Duration) -> Result<Outcome> {
     let cp = ControlPlane::start().await?;
     let proxy = StallProxy::start(&cp).await?;
     let ns = cp.create_namespace(&tests::shared::current_test_name()).await?;
