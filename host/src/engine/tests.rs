@@ -66,6 +66,35 @@ fn status_puts(engine: &TestEngine) -> usize {
 }
 
 #[tokio::test]
+async fn after_a_watch_interruption_a_newer_live_replica_set_holds_the_sync_until_the_cache_has_it() {
+    // Our own rule (no upstream test): the cache says 3 replicas, the API server already says 1.
+    let api = RecordingApi::default();
+    let mut live = replica_set(1);
+    live.metadata.resource_version = Some("5".into());
+    *api.live.lock().unwrap() = Some(live);
+    let engine = engine(api);
+    add_replica_set(&engine, replica_set(3));
+    add_pods(&engine, 1);
+    engine.rs_informer.interrupt_at(1);
+    let error = engine.sync_replica_set(KEY).await.unwrap_err();
+    assert!(matches!(error, SyncError::StaleCache(_)), "{error}");
+    assert_eq!(*engine.writes.api().create_calls.lock().unwrap(), 0, "no pods for the old spec");
+    assert_eq!(*engine.writes.api().gets.lock().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn after_a_watch_interruption_a_cache_as_new_as_the_live_replica_set_syncs() {
+    let api = RecordingApi::default();
+    *api.live.lock().unwrap() = Some(replica_set(3));
+    let engine = engine(api);
+    add_replica_set(&engine, replica_set(3));
+    add_pods(&engine, 1);
+    engine.rs_informer.interrupt_at(1);
+    engine.sync_replica_set(KEY).await.unwrap();
+    assert_eq!(*engine.writes.api().create_calls.lock().unwrap(), 2);
+}
+
+#[tokio::test]
 async fn a_matching_count_does_nothing() {
     // TestSyncReplicaSetDoesNothing.
     let engine = engine(RecordingApi::default());

@@ -15,7 +15,7 @@ use std::{
     fmt::Debug,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
@@ -49,6 +49,7 @@ pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
     synced: watch::Receiver<bool>,
     last_resource_version: Arc<AtomicU64>,
     last_error: Arc<Mutex<Option<String>>>,
+    interrupted: Arc<AtomicBool>,
 }
 
 /// Counters of one informer's watch, read by `/metrics`.
@@ -80,6 +81,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Informer<K> {
             synced: self.synced.clone(),
             last_resource_version: self.last_resource_version.clone(),
             last_error: self.last_error.clone(),
+            interrupted: self.interrupted.clone(),
         }
     }
 }
@@ -102,6 +104,7 @@ where
         let (synced_tx, synced) = watch::channel(false);
         let last_resource_version = Arc::new(AtomicU64::new(0));
         let last_error = Arc::new(Mutex::new(None));
+        let interrupted = Arc::new(AtomicBool::new(false));
         let loop_state = EventLoop {
             writer,
             store: store.clone(),
@@ -111,11 +114,12 @@ where
             synced: synced_tx,
             last_rv: last_resource_version.clone(),
             last_error: last_error.clone(),
+            interrupted: interrupted.clone(),
             stats,
             expired: false,
         };
         tokio::spawn(loop_state.run(api, config, shutdown));
-        Self { store, synced, last_resource_version, last_error }
+        Self { store, synced, last_resource_version, last_error, interrupted }
     }
 
     /// An informer with no watch behind it, synced and up to date with every write (for
@@ -124,7 +128,13 @@ where
     pub fn detached() -> Self {
         let (store, _writer) = store();
         let (_, synced) = watch::channel(true);
-        Self { store, synced, last_resource_version: Arc::new(AtomicU64::new(u64::MAX)), last_error: Arc::default() }
+        Self {
+            store,
+            synced,
+            last_resource_version: Arc::new(AtomicU64::new(u64::MAX)),
+            last_error: Arc::default(),
+            interrupted: Arc::default(),
+        }
     }
 
     /// Resolves once the first full list is in the store and its handlers have run.
@@ -142,6 +152,21 @@ where
     /// The watch's last error, until the watch works again (e.g. a 403 when RBAC denies list).
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().expect("informer error lock").clone()
+    }
+
+    /// Whether the watch failed since the last event it delivered: until it delivers again, the
+    /// cache may be missing changes made meanwhile (after a partition, say), and nothing says
+    /// when a resumed watch has caught up.
+    pub fn watch_interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::Acquire)
+    }
+
+    /// Marks the watch interrupted, as a failure would, with `resource_version` the last one
+    /// processed (engine unit tests).
+    #[cfg(test)]
+    pub fn interrupt_at(&self, resource_version: u64) {
+        self.last_resource_version.store(resource_version, Ordering::Release);
+        self.interrupted.store(true, Ordering::Release);
     }
 
     /// The highest resourceVersion this informer has processed (0 when unknown).
@@ -164,6 +189,8 @@ struct EventLoop<K: Resource<DynamicType = ()> + Clone + 'static, H> {
     stats: Arc<WatchStats>,
     /// The newest failure was a 410 Gone: the relist in progress is an expiry's.
     expired: bool,
+    /// Set by a failure, cleared by the next event (see [`Informer::watch_interrupted`]).
+    interrupted: Arc<AtomicBool>,
 }
 
 /// What a failed watch attempt means.
@@ -216,6 +243,7 @@ where
                 match event {
                     Some(Ok(event)) => {
                         self.last_error.lock().expect("informer error lock").take();
+                        self.interrupted.store(false, Ordering::Release);
                         self.handle(event);
                     }
                     Some(Err(error)) if streaming && refuses_streaming_lists(&error) => {
@@ -238,6 +266,7 @@ where
 
     fn failed(&mut self, kind: &str, error: &watcher::Error) {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        self.interrupted.store(true, Ordering::Release);
         match classify(error) {
             Failure::Expired => {
                 self.expired = true;
@@ -391,6 +420,7 @@ mod tests {
             last_error: Arc::default(),
             stats: Arc::default(),
             expired: false,
+            interrupted: Arc::default(),
         }
     }
 
