@@ -204,8 +204,8 @@ impl<A: ApiCalls> Engine<A> {
         })
     }
 
-    /// While the ReplicaSet watch is interrupted (from a failure until its next event), the
-    /// cache may lack a change made meanwhile: a scale-down during a partition would otherwise be
+    /// While the ReplicaSet watch is interrupted (from a failure until its next event, and for
+    /// [`crate::informers::CATCH_UP`] after it), the cache may lack a change made meanwhile: a scale-down during a partition would otherwise be
     /// answered, after the heal, by creating pods for the old spec before the resumed watch
     /// delivers the new one (seen in the soak). So read the live ReplicaSet and let the
     /// consistency gate hold the sync until the informer has reached its version. Upstream acts

@@ -17,6 +17,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt;
@@ -50,7 +51,14 @@ pub struct Informer<K: Resource<DynamicType = ()> + 'static> {
     last_resource_version: Arc<AtomicU64>,
     last_error: Arc<Mutex<Option<String>>>,
     interrupted: Arc<AtomicBool>,
+    last_failure: Arc<Mutex<Option<Instant>>>,
 }
+
+/// How long after its last failure a watch still counts as interrupted although events flow
+/// again: a resumed watch first replays what it missed, and until that backlog is through, an
+/// event about one object says nothing about the others. Replays take well under a second here;
+/// this leaves room for a loaded API server.
+pub const CATCH_UP: Duration = Duration::from_secs(30);
 
 /// Counters of one informer's watch, read by `/metrics`.
 #[derive(Debug, Default)]
@@ -82,6 +90,7 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Clone for Informer<K> {
             last_resource_version: self.last_resource_version.clone(),
             last_error: self.last_error.clone(),
             interrupted: self.interrupted.clone(),
+            last_failure: self.last_failure.clone(),
         }
     }
 }
@@ -105,6 +114,7 @@ where
         let last_resource_version = Arc::new(AtomicU64::new(0));
         let last_error = Arc::new(Mutex::new(None));
         let interrupted = Arc::new(AtomicBool::new(false));
+        let last_failure = Arc::new(Mutex::new(None));
         let loop_state = EventLoop {
             writer,
             store: store.clone(),
@@ -115,11 +125,12 @@ where
             last_rv: last_resource_version.clone(),
             last_error: last_error.clone(),
             interrupted: interrupted.clone(),
+            last_failure: last_failure.clone(),
             stats,
             expired: false,
         };
         tokio::spawn(loop_state.run(api, config, shutdown));
-        Self { store, synced, last_resource_version, last_error, interrupted }
+        Self { store, synced, last_resource_version, last_error, interrupted, last_failure }
     }
 
     /// An informer with no watch behind it, synced and up to date with every write (for
@@ -134,6 +145,7 @@ where
             last_resource_version: Arc::new(AtomicU64::new(u64::MAX)),
             last_error: Arc::default(),
             interrupted: Arc::default(),
+            last_failure: Arc::default(),
         }
     }
 
@@ -154,11 +166,12 @@ where
         self.last_error.lock().expect("informer error lock").clone()
     }
 
-    /// Whether the watch failed since the last event it delivered: until it delivers again, the
-    /// cache may be missing changes made meanwhile (after a partition, say), and nothing says
-    /// when a resumed watch has caught up.
+    /// Whether the watch failed since the last event it delivered, or less than [`CATCH_UP`]
+    /// ago: the cache may be missing changes made meanwhile (after a partition, say), and nothing
+    /// says when a resumed watch has replayed them all.
     pub fn watch_interrupted(&self) -> bool {
         self.interrupted.load(Ordering::Acquire)
+            || self.last_failure.lock().expect("informer failure lock").is_some_and(|t| t.elapsed() < CATCH_UP)
     }
 
     /// Marks the watch interrupted, as a failure would, with `resource_version` the last one
@@ -191,6 +204,8 @@ struct EventLoop<K: Resource<DynamicType = ()> + Clone + 'static, H> {
     expired: bool,
     /// Set by a failure, cleared by the next event (see [`Informer::watch_interrupted`]).
     interrupted: Arc<AtomicBool>,
+    /// When the watch last failed.
+    last_failure: Arc<Mutex<Option<Instant>>>,
 }
 
 /// What a failed watch attempt means.
@@ -267,6 +282,7 @@ where
     fn failed(&mut self, kind: &str, error: &watcher::Error) {
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
         self.interrupted.store(true, Ordering::Release);
+        *self.last_failure.lock().expect("informer failure lock") = Some(Instant::now());
         match classify(error) {
             Failure::Expired => {
                 self.expired = true;
@@ -421,6 +437,7 @@ mod tests {
             stats: Arc::default(),
             expired: false,
             interrupted: Arc::default(),
+            last_failure: Arc::default(),
         }
     }
 

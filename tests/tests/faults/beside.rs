@@ -21,4 +21,3 @@ async fn kube_controller_manager_with_a_stalled_pod_watch_past_its_five_minute_e
     );
     Ok(())
 }
-

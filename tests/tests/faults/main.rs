@@ -1,6 +1,6 @@
 //! Faults on purpose: a partition of the host's only replica, an expired watch, a stalled pod
-//! watch past the expectations TTL (and kube-controller-manager in the same spot), and split
-//! brain between two replicas.
+//! watch past the expectations TTL (and kube-controller-manager in the same spot), split brain
+//! between two replicas, and a two-minute soak on a live cluster.
 //!
 //! Each scenario starts a private control plane (its API server flags differ), toxiproxy and the
 //! host binary (`host-process`) as the deployed ServiceAccount, reaching the API server only
@@ -16,6 +16,7 @@
 mod beside;
 mod expiry;
 mod partition;
+mod soak;
 mod split_brain;
 mod stall;
 
