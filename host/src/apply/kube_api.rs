@@ -4,9 +4,10 @@ use k8s_openapi::api::{
     apps::v1::ReplicaSet,
     core::v1::{ObjectReference, Pod},
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{
     Api, Client,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 
 use super::ApiCalls;
@@ -49,6 +50,17 @@ impl ApiCalls for KubeApi {
 
     async fn get_replica_set(&self, namespace: &str, name: &str) -> Result<ReplicaSet, kube::Error> {
         self.replica_sets(namespace).get(name).await
+    }
+
+    async fn pods_version(&self, namespace: &str, selector: &LabelSelector) -> Result<u64, kube::Error> {
+        // A selector kube cannot express lists the namespace: more pods, the same answer.
+        let params = match kube::core::Selector::try_from(selector.clone()) {
+            Ok(selector) => ListParams::default().labels_from(&selector),
+            Err(_) => ListParams::default(),
+        };
+        let list = self.pods(namespace).list_metadata(&params).await?;
+        let versions = list.items.iter().filter_map(|p| p.metadata.resource_version.as_deref()?.parse::<u64>().ok());
+        Ok(versions.max().unwrap_or(0))
     }
 
     async fn replace_status(&self, rs: &ReplicaSet) -> Result<ReplicaSet, kube::Error> {

@@ -21,6 +21,7 @@ use k8s_openapi::api::{
     apps::v1::ReplicaSet,
     core::v1::{ObjectReference, Pod},
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 pub use error::{WriteError, api_message};
 pub use kube_api::KubeApi;
@@ -61,6 +62,14 @@ pub trait ApiCalls: Send + Sync + 'static {
         namespace: &str,
         name: &str,
     ) -> impl Future<Output = Result<ReplicaSet, kube::Error>> + Send;
+    /// The newest resourceVersion among the pods `selector` matches in `namespace` (a live,
+    /// consistent `LIST` of their metadata; 0 when none): a cache that has reached it has seen
+    /// every one of them as it is now.
+    fn pods_version(
+        &self,
+        namespace: &str,
+        selector: &LabelSelector,
+    ) -> impl Future<Output = Result<u64, kube::Error>> + Send;
     /// `PUT` to the status subresource.
     fn replace_status(&self, rs: &ReplicaSet) -> impl Future<Output = Result<ReplicaSet, kube::Error>> + Send;
     /// Queues an Event about `regarding`; never blocks and never fails the caller.
@@ -139,6 +148,11 @@ impl<A: ApiCalls> Writes<A> {
     /// Reads the live ReplicaSet (before adopting, upstream `RecheckDeletionTimestamp`).
     pub async fn get_replica_set(&self, namespace: &str, name: &str) -> Result<ReplicaSet, WriteError> {
         Ok(self.api.get_replica_set(namespace, name).await?)
+    }
+
+    /// The newest resourceVersion among the pods `selector` matches in `namespace`.
+    pub async fn pods_version(&self, namespace: &str, selector: &LabelSelector) -> Result<u64, WriteError> {
+        Ok(self.api.pods_version(namespace, selector).await?)
     }
 
     /// Writes `new` as `rs`'s status (upstream `updateReplicaSetStatus`): skipped when unchanged,

@@ -7,6 +7,7 @@ use k8s_openapi::api::{
     apps::v1::ReplicaSet,
     core::v1::{ObjectReference, Pod},
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::ApiCalls;
 use crate::events::EventType;
@@ -27,6 +28,8 @@ pub(crate) struct RecordingApi {
     pub(crate) fail: Mutex<bool>,
     pub(crate) fail_puts: Mutex<usize>,
     pub(crate) live: Mutex<Option<ReplicaSet>>,
+    /// What `pods_version` answers.
+    pub(crate) pods_version: Mutex<u64>,
 }
 
 /// An API error with `code` and `message`, as the API server sends it.
@@ -78,6 +81,11 @@ impl ApiCalls for RecordingApi {
     async fn get_replica_set(&self, _namespace: &str, _name: &str) -> Result<ReplicaSet, kube::Error> {
         *self.gets.lock().unwrap() += 1;
         Ok(self.live.lock().unwrap().clone().expect("a live ReplicaSet to return"))
+    }
+
+    async fn pods_version(&self, _namespace: &str, _selector: &LabelSelector) -> Result<u64, kube::Error> {
+        *self.gets.lock().unwrap() += 1;
+        Ok(*self.pods_version.lock().unwrap())
     }
 
     async fn replace_status(&self, rs: &ReplicaSet) -> Result<ReplicaSet, kube::Error> {

@@ -51,8 +51,8 @@ pub enum SyncError {
     /// Writing the status failed.
     #[error("updating status: {0}")]
     Status(#[source] WriteError),
-    /// The ReplicaSet watch broke, and reading the live ReplicaSet to check the cache failed.
-    #[error("reading the ReplicaSet after its watch was interrupted: {0}")]
+    /// A watch broke, and reading where the API server stands, to check the cache, failed.
+    #[error("reading the live state after a watch interruption: {0}")]
     Confirm(#[source] WriteError),
 }
 
@@ -159,9 +159,7 @@ impl<A: ApiCalls> Engine<A> {
             report.gone = true;
             return Ok(());
         };
-        if self.rs_informer.watch_interrupted() {
-            self.confirm_replica_set(key, &rs).await?;
-        }
+        self.confirm_after_interruption(key, &rs).await?;
         let started = Instant::now();
         let projection = self.snapshot(key, &rs);
         tracing::debug!(
@@ -204,19 +202,34 @@ impl<A: ApiCalls> Engine<A> {
         })
     }
 
-    /// While the ReplicaSet watch is interrupted (from a failure until its next event, and for
-    /// [`crate::informers::CATCH_UP`] after it), the cache may lack a change made meanwhile: a scale-down during a partition would otherwise be
-    /// answered, after the heal, by creating pods for the old spec before the resumed watch
-    /// delivers the new one (seen in the soak). So read the live ReplicaSet and let the
-    /// consistency gate hold the sync until the informer has reached its version. Upstream acts
-    /// on its cache as it stands; we differ on purpose (README, "Where we differ").
-    async fn confirm_replica_set(&self, key: &str, cached: &ReplicaSet) -> Result<(), SyncError> {
+    /// While an informer's watch is interrupted (from a failure until its next event, and for
+    /// [`crate::informers::CATCH_UP`] after it), its cache may lack changes made meanwhile, and
+    /// acting on it can create pods beyond the spec: a scale-down made during a partition, or a
+    /// pod whose create reached the API server just before the cut while its answer never came
+    /// back, both unseen when a sync runs after the heal (the soak caught both). So read where
+    /// the API server stands (the live ReplicaSet; the newest version among its pods) and
+    /// record it in the consistency store: the gate then holds the sync until the informers
+    /// have caught up. Upstream acts on its cache as it stands; we differ on purpose (README,
+    /// "Where we differ").
+    async fn confirm_after_interruption(&self, key: &str, cached: &ReplicaSet) -> Result<(), SyncError> {
+        let (rs_interrupted, pods_interrupted) =
+            (self.rs_informer.watch_interrupted(), self.pod_informer.watch_interrupted());
+        if !rs_interrupted && !pods_interrupted {
+            return Ok(());
+        }
         let namespace = cached.metadata.namespace.as_deref().unwrap_or_default();
         let name = cached.metadata.name.as_deref().unwrap_or_default();
-        let live = self.writes.get_replica_set(namespace, name).await.map_err(SyncError::Confirm)?;
-        if let Some(rv) = live.metadata.resource_version.as_deref() {
-            let uid = live.metadata.uid.as_deref().unwrap_or_default();
-            self.shared.consistency.wrote_at(key, uid, Resource::ReplicaSets, rv);
+        let uid = cached.metadata.uid.as_deref().unwrap_or_default();
+        let consistency = &self.shared.consistency;
+        if rs_interrupted {
+            let live = self.writes.get_replica_set(namespace, name).await.map_err(SyncError::Confirm)?;
+            if let Some(rv) = live.metadata.resource_version.as_deref() {
+                consistency.wrote_at(key, live.metadata.uid.as_deref().unwrap_or_default(), Resource::ReplicaSets, rv);
+            }
+        }
+        if pods_interrupted {
+            let rv = self.writes.pods_version(namespace, &cached.spec.selector).await.map_err(SyncError::Confirm)?;
+            consistency.wrote_at(key, uid, Resource::Pods, &rv.to_string());
         }
         Ok(self.consistency_gate(key)?)
     }

@@ -95,6 +95,20 @@ async fn after_a_watch_interruption_a_cache_as_new_as_the_live_replica_set_syncs
 }
 
 #[tokio::test]
+async fn after_a_pod_watch_interruption_the_sync_waits_for_the_pods_the_api_server_already_has() {
+    // A create whose answer was lost in a partition may have made a pod the cache has not seen.
+    let api = RecordingApi::default();
+    *api.pods_version.lock().unwrap() = 7;
+    let engine = engine(api);
+    add_replica_set(&engine, replica_set(2));
+    add_pods(&engine, 1);
+    engine.pod_informer.interrupt_at(6);
+    let error = engine.sync_replica_set(KEY).await.unwrap_err();
+    assert!(matches!(error, SyncError::StaleCache(_)), "{error}");
+    assert_eq!(*engine.writes.api().create_calls.lock().unwrap(), 0);
+}
+
+#[tokio::test]
 async fn a_matching_count_does_nothing() {
     // TestSyncReplicaSetDoesNothing.
     let engine = engine(RecordingApi::default());
