@@ -61,6 +61,9 @@ struct State {
     last_change: Option<Instant>,
     synced: (bool, bool),
     relisting: (Option<HashSet<String>>, Option<HashSet<String>>),
+    /// Pods a relist showed newly active (with their owner), checked against the spec once the
+    /// relist is done: until then the pods it no longer lists still count as active.
+    relisted_active: Vec<(String, String)>,
 }
 
 /// A running invariant checker for one namespace.
@@ -242,6 +245,9 @@ impl State {
                 for name in gone {
                     self.pod_gone(&name, now);
                 }
+                for (owner, pod) in std::mem::take(&mut self.relisted_active) {
+                    self.check_not_over_spec(&owner, &pod, now);
+                }
                 self.synced.0 = true;
             }
             watcher::Event::Apply(pod) => self.pod_seen(&pod, now),
@@ -308,7 +314,11 @@ impl State {
         match &facts.owner {
             Some(owner) if newly_active && self.rs.contains_key(owner) => {
                 self.became_active += 1;
-                self.check_not_over_spec(owner, &name, now);
+                if self.relisting.0.is_some() {
+                    self.relisted_active.push((owner.clone(), name));
+                } else {
+                    self.check_not_over_spec(owner, &name, now);
+                }
             }
             _ => {}
         }
@@ -440,6 +450,30 @@ mod tests {
         assert_eq!(s.violations.len(), 1, "{:?}", s.violations);
         assert!(s.violations[0].contains("made 3 active pods, over spec 1"), "{:?}", s.violations);
         assert_eq!(s.became_active, 3);
+    }
+
+    #[test]
+    fn a_relist_counts_pods_against_the_spec_only_once_it_has_dropped_the_ones_gone_meanwhile() {
+        let t0 = Instant::now();
+        let mut s = State::default();
+        s.apply(Change::Rs(watcher::Event::Apply(rs("u", 2))), t0);
+        s.apply(Change::Pod(watcher::Event::Apply(pod("a", "u"))), t0);
+        s.apply(Change::Pod(watcher::Event::Apply(pod("b", "u"))), t0);
+        // The watch missed the replacement of both pods; the relist shows the two new ones.
+        let later = t0 + Duration::from_secs(10);
+        s.apply(Change::Pod(watcher::Event::Init), later);
+        s.apply(Change::Pod(watcher::Event::InitApply(pod("c", "u"))), later);
+        s.apply(Change::Pod(watcher::Event::InitApply(pod("d", "u"))), later);
+        s.apply(Change::Pod(watcher::Event::InitDone), later);
+        assert!(s.violations.is_empty(), "{:?}", s.violations);
+        // A relist that shows a third active pod is still a violation.
+        s.apply(Change::Pod(watcher::Event::Init), later);
+        for name in ["c", "d", "e"] {
+            s.apply(Change::Pod(watcher::Event::InitApply(pod(name, "u"))), later);
+        }
+        s.apply(Change::Pod(watcher::Event::InitDone), later);
+        assert_eq!(s.violations.len(), 1, "{:?}", s.violations);
+        assert!(s.violations[0].contains("made 3 active pods, over spec 2"), "{:?}", s.violations);
     }
 
     #[test]
