@@ -255,3 +255,14 @@ pub fn check_host_deletes(cluster: &FaultCluster, invariants: &Invariants, name:
     }
     Ok(deleted)
 }
+
+/// From the audit log: how many pods host replica `name` created (requests the API server
+/// accepted, whether or not their answer reached the host).
+pub fn check_host_creates(cluster: &FaultCluster, name: &str) -> Result<usize> {
+    let agent = format!(" {name}_");
+    Ok(cluster
+        .audit()?
+        .iter()
+        .filter(|e| e.user_agent.contains(&agent) && e.verb == "create" && e.target() == "pods" && e.succeeded())
+        .count())
+}

@@ -12,7 +12,10 @@
 //! - `latency` holds each chunk for `latency ± jitter` ms; a removed toxic delivers what it held;
 //! - `timeout` with `timeout: 0` drops every byte and keeps the connection open: a blackhole,
 //!   after which the TLS streams that lost bytes are broken for good;
-//! - `reset_peer` resets a connection `timeout` ms after its first chunk.
+//! - `reset_peer` holds the first chunk of each connection for `timeout` ms, then drops it and
+//!   resets the connection: left in place, no connection ever carries a byte (a partition that
+//!   answers with RSTs). [`PeriodicResets`] puts it on for a moment every few seconds instead, so
+//!   connections carry traffic between the resets.
 
 use std::process::Command;
 use std::time::Duration;
@@ -35,8 +38,14 @@ pub const TOXIPROXY_VERSION: &str = "v2.5.0";
 pub struct Toxiproxy {
     // Field order matters for drop: the process before its directory.
     process: ManagedProcess,
-    api_port: u16,
+    api: Api,
     dir: WorkDir,
+}
+
+/// toxiproxy's HTTP API on its port: what a background task needs to change toxics.
+#[derive(Debug, Clone, Copy)]
+struct Api {
+    port: u16,
 }
 
 /// Which way a toxic acts.
@@ -118,7 +127,7 @@ impl Toxiproxy {
             // Its default level traces every toxic change; info keeps the log readable.
             .env("LOG_LEVEL", "info");
         let process = ManagedProcess::spawn_command("toxiproxy", cmd, &dir.path().join("toxiproxy.log"))?;
-        let server = Self { process, api_port, dir };
+        let server = Self { process, api: Api { port: api_port }, dir };
         let pid = server.process.pid();
         eventually("toxiproxy's API to answer", Duration::from_secs(20), || async {
             if let Some(status) = server.process.exit_status() {
@@ -145,12 +154,7 @@ impl Toxiproxy {
 
     /// Adds `toxic` to `proxy` on `stream` under `name` (unique per proxy).
     pub async fn add(&self, proxy: &Proxy, name: &str, stream: Stream, toxic: Toxic) -> Result<()> {
-        let (kind, attributes) = toxic.type_and_attributes();
-        let body =
-            json!({"name": name, "type": kind, "stream": stream.as_str(), "toxicity": 1.0, "attributes": attributes});
-        self.request("POST", &format!("/proxies/{}/toxics", proxy.name), Some(&body)).await?;
-        tracing::info!(proxy = %proxy.name, toxic = name, ?toxic, ?stream, "toxic added");
-        Ok(())
+        self.api.add(&proxy.name, name, stream, toxic).await
     }
 
     /// Adds `toxic` to both directions of `proxy`, as `<name>-up` and `<name>-down`.
@@ -161,9 +165,28 @@ impl Toxiproxy {
 
     /// Removes toxic `name` from `proxy`.
     pub async fn remove(&self, proxy: &Proxy, name: &str) -> Result<()> {
-        self.request("DELETE", &format!("/proxies/{}/toxics/{name}", proxy.name), None).await?;
-        tracing::info!(proxy = %proxy.name, toxic = name, "toxic removed");
-        Ok(())
+        self.api.remove(&proxy.name, name).await
+    }
+
+    /// Starts resetting every connection through `proxy` that carries data, once every `period`,
+    /// until [`PeriodicResets::stop`].
+    pub fn periodic_resets(&self, proxy: &Proxy, period: Duration) -> PeriodicResets {
+        let (api, name) = (self.api, proxy.name.clone());
+        let task = tokio::spawn(async move {
+            let proxy = name;
+            loop {
+                let reset = Toxic::ResetPeer { after: Duration::ZERO };
+                if let Err(e) = api.add(&proxy, RESETS, Stream::Downstream, reset).await {
+                    tracing::warn!(error = %e, "could not add the resets");
+                }
+                tokio::time::sleep(RESET_WINDOW).await;
+                if let Err(e) = api.remove(&proxy, RESETS).await {
+                    tracing::warn!(error = %e, "could not remove the resets");
+                }
+                tokio::time::sleep(period.saturating_sub(RESET_WINDOW)).await;
+            }
+        });
+        PeriodicResets { task, api: self.api, proxy: proxy.name.clone() }
     }
 
     /// Removes the two toxics [`Toxiproxy::add_both_ways`] added.
@@ -190,11 +213,72 @@ impl Toxiproxy {
         self.dir.remove();
     }
 
-    /// One HTTP/1.1 request to the API; the JSON answer (`null` for an empty body).
     async fn request(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let (status, text) = http_request(self.api_port, method, path, body)
-            .await
-            .with_context(|| format!("toxiproxy {method} {path}"))?;
+        self.api.request(method, path, body).await
+    }
+}
+
+impl Drop for Toxiproxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The toxic name [`PeriodicResets`] uses.
+const RESETS: &str = "periodic-resets";
+
+/// How long each reset of [`PeriodicResets`] stays on: long enough that every connection with
+/// traffic (watches, keep-alive pings every 5 s) sends a chunk into it, short enough that new
+/// connections get through between two resets.
+const RESET_WINDOW: Duration = Duration::from_millis(1000);
+
+/// Connections through a proxy reset periodically ([`Toxiproxy::periodic_resets`]). Dropping it
+/// stops the resets but may leave the last one on: call [`PeriodicResets::stop`].
+#[derive(Debug)]
+pub struct PeriodicResets {
+    task: tokio::task::JoinHandle<()>,
+    api: Api,
+    proxy: String,
+}
+
+impl PeriodicResets {
+    /// Stops the resets and removes the toxic if it is on.
+    pub async fn stop(self) -> Result<()> {
+        self.task.abort();
+        let listed = self.api.request("GET", &format!("/proxies/{}/toxics", self.proxy), None).await?;
+        if listed.as_array().is_some_and(|toxics| toxics.iter().any(|t| t["name"] == RESETS)) {
+            self.api.remove(&self.proxy, RESETS).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PeriodicResets {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Api {
+    async fn add(self, proxy: &str, name: &str, stream: Stream, toxic: Toxic) -> Result<()> {
+        let (kind, attributes) = toxic.type_and_attributes();
+        let body =
+            json!({"name": name, "type": kind, "stream": stream.as_str(), "toxicity": 1.0, "attributes": attributes});
+        self.request("POST", &format!("/proxies/{proxy}/toxics"), Some(&body)).await?;
+        tracing::info!(proxy, toxic = name, ?toxic, ?stream, "toxic added");
+        Ok(())
+    }
+
+    async fn remove(self, proxy: &str, name: &str) -> Result<()> {
+        self.request("DELETE", &format!("/proxies/{proxy}/toxics/{name}"), None).await?;
+        tracing::info!(proxy, toxic = name, "toxic removed");
+        Ok(())
+    }
+
+    /// One HTTP/1.1 request to the API; the JSON answer (`null` for an empty body).
+    async fn request(self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let (status, text) =
+            http_request(self.port, method, path, body).await.with_context(|| format!("toxiproxy {method} {path}"))?;
         if !(200..300).contains(&status) {
             bail!("toxiproxy {method} {path} answered {status}: {}", text.trim());
         }
@@ -202,12 +286,6 @@ impl Toxiproxy {
             return Ok(Value::Null);
         }
         serde_json::from_str(&text).with_context(|| format!("toxiproxy {method} {path} answered {text:?}"))
-    }
-}
-
-impl Drop for Toxiproxy {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

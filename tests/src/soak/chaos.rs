@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::TestNamespace;
 use crate::live::switch_behaviour;
-use crate::toxiproxy::{Proxy, Stream, Toxic, Toxiproxy};
+use crate::toxiproxy::{PeriodicResets, Proxy, Toxic, Toxiproxy};
 
 /// The pod behaviour whose readiness flaps (defined by the soak's live cluster).
 pub const FLAP: &str = "flap";
@@ -47,7 +47,7 @@ impl Dice {
 pub enum Fault {
     /// 200 ms ± 100 ms each way.
     Latency,
-    /// Every connection reset 5 s after it starts.
+    /// Every connection with traffic reset every 5 s.
     Resets,
     /// A blackhole for the first 10 s of the slot, then nothing.
     Partition,
@@ -62,22 +62,19 @@ impl Fault {
     /// How long the partition of a [`Fault::Partition`] slot lasts.
     pub const PARTITION: Duration = Duration::from_secs(10);
 
-    /// Puts this fault on `proxy`.
-    pub async fn apply(self, toxiproxy: &Toxiproxy, proxy: &Proxy) -> Result<()> {
+    /// Puts this fault on `proxy`; the resets of [`Fault::Resets`] go on until they are stopped.
+    pub async fn apply(self, toxiproxy: &Toxiproxy, proxy: &Proxy) -> Result<Option<PeriodicResets>> {
         match self {
             Self::Latency => {
                 let latency =
                     Toxic::Latency { latency: Duration::from_millis(200), jitter: Duration::from_millis(100) };
-                toxiproxy.add_both_ways(proxy, "soak", latency).await
+                toxiproxy.add_both_ways(proxy, "soak", latency).await?;
             }
-            Self::Resets => {
-                toxiproxy
-                    .add(proxy, "soak", Stream::Downstream, Toxic::ResetPeer { after: Duration::from_secs(5) })
-                    .await
-            }
-            Self::Partition => toxiproxy.add_both_ways(proxy, "soak", Toxic::Timeout { after: Duration::ZERO }).await,
-            Self::Clear => Ok(()),
+            Self::Resets => return Ok(Some(toxiproxy.periodic_resets(proxy, Duration::from_secs(5)))),
+            Self::Partition => toxiproxy.add_both_ways(proxy, "soak", Toxic::Timeout { after: Duration::ZERO }).await?,
+            Self::Clear => {}
         }
+        Ok(None)
     }
 
     /// Removes whatever fault `proxy` has.

@@ -27,6 +27,7 @@ use crate::faults::{FaultCluster, Replica};
 use crate::invariants::Invariants;
 use crate::live::{LiveOptions, with_behaviour};
 use crate::stages::{Behaviour, Lifecycle};
+use crate::toxiproxy::PeriodicResets;
 
 /// How long the soak takes and what it drives.
 #[derive(Debug, Clone)]
@@ -103,8 +104,14 @@ pub async fn run(options: &SoakOptions) -> Result<SoakReport> {
     }
     invariants.wait_converged(Duration::from_secs(120)).await?;
 
-    let mut soak =
-        Soak { cluster: &cluster, replica: &replica, invariants: &invariants, decoys, report: SoakReport::default() };
+    let mut soak = Soak {
+        cluster: &cluster,
+        replica: &replica,
+        invariants: &invariants,
+        decoys,
+        resets: None,
+        report: SoakReport::default(),
+    };
     soak.chaos(options).await?;
     soak.finish().await?;
     crate::faults::check_host_deletes(&cluster, &invariants, "host-soak")?;
@@ -117,6 +124,8 @@ struct Soak<'a> {
     replica: &'a Replica,
     invariants: &'a Invariants,
     decoys: Vec<String>,
+    /// Running while the fault is [`Fault::Resets`].
+    resets: Option<PeriodicResets>,
     report: SoakReport,
 }
 
@@ -161,9 +170,8 @@ impl Soak<'_> {
     }
 
     async fn set_fault(&mut self, fault: Fault) -> Result<()> {
-        let (toxiproxy, proxy) = (self.cluster.toxiproxy(), &self.replica.proxy);
-        Fault::clear(toxiproxy, proxy).await?;
-        fault.apply(toxiproxy, proxy).await?;
+        self.clear_fault().await?;
+        self.resets = fault.apply(self.cluster.toxiproxy(), &self.replica.proxy).await?;
         self.report.faults.push(fault);
         Ok(())
     }
@@ -204,8 +212,16 @@ impl Soak<'_> {
     }
 
     /// Clears the fault, steadies every pod, and waits for convergence; then reads the samples.
+    /// Stops the resets, if on, and removes every toxic.
+    async fn clear_fault(&mut self) -> Result<()> {
+        if let Some(resets) = self.resets.take() {
+            resets.stop().await?;
+        }
+        Fault::clear(self.cluster.toxiproxy(), &self.replica.proxy).await
+    }
+
     async fn finish(&mut self) -> Result<()> {
-        Fault::clear(self.cluster.toxiproxy(), &self.replica.proxy).await?;
+        self.clear_fault().await?;
         let ns = self.cluster.ns();
         for pod in chaos::live_pods(ns, &self.decoys).await? {
             crate::live::switch_behaviour(&ns.api(), pod.metadata.name.as_deref().unwrap_or_default(), STEADY).await?;
