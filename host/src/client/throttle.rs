@@ -22,8 +22,9 @@
 //! - **Watches take no token**, as in client-go's `Request.Watch` ("We specifically don't want to rate
 //!   limit watches"). Because the token is taken in `poll_ready`, before the request is seen, a watch
 //!   still waits for a token when the bucket is empty and then gives it back.
-//! - **kube's own retries are not throttled again.** kube's `RetryLayer` sits inside this layer, while
-//!   client-go re-throttles each Retry-After retry.
+//! - **Retries take a token only in the HTTP/2 stack** ([`super::transport`]), where the retry layer
+//!   sits outside this one, as client-go throttles each try. The clients kube's own builder makes
+//!   (through a proxy, or with exec credentials) retry inside this layer, without a token.
 
 use std::{
     future::Future,
@@ -109,6 +110,14 @@ pub struct Throttle<S> {
     bucket: Option<Arc<Mutex<TokenBucket<Instant>>>>,
     stats: RequestStats,
     state: State,
+}
+
+/// A clone shares the bucket and counters and holds no token: a retry (which calls a clone of the
+/// service) takes its own.
+impl<S: Clone> Clone for Throttle<S> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), bucket: self.bucket.clone(), stats: self.stats.clone(), state: State::Idle }
+    }
 }
 
 /// Where one [`Throttle`] is between two calls.

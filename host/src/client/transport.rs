@@ -25,19 +25,21 @@ pub(super) fn client(
     leader_only: Option<LeaderOnlyLayer>,
 ) -> Result<kube::Client, kube::Error> {
     // Proxies and exec credentials (whose client certificates expire) need kube's own builder;
-    // it reports outcomes from outside kube's stack.
+    // it reports outcomes from outside kube's stack, and its retries (inside) take no token.
     let builder = if config.proxy_url.is_some() || config.auth_info.exec.is_some() {
         let recorder = reachability.recorder();
+        let throttle = throttle.clone();
         kube::client::ClientBuilder::try_from(config)?.with_layer(&tower::layer::layer_fn(
             move |service: KubeService| {
-                tower::ServiceExt::boxed(tower::ServiceExt::map_result(service, recorder.clone()))
+                let service = tower::ServiceExt::map_result(service, recorder.clone());
+                tower::ServiceExt::boxed(tower::Layer::layer(&throttle, service))
             },
         ))
     } else {
-        http2_client_builder(config, reachability)?
+        http2_client_builder(config, throttle, reachability)?
     };
     // Outside the throttle: a write still waiting for a token is cancelled with leadership.
-    Ok(builder.with_layer(throttle).with_layer(&tower::util::option_layer(leader_only)).build())
+    Ok(builder.with_layer(&tower::util::option_layer(leader_only)).build())
 }
 
 /// The service type kube's `ClientBuilder::try_from` builds (kube's `GenericService`, not exported).
@@ -60,6 +62,11 @@ type KubeService = tower::util::BoxService<
 /// took ~50 ms per batch with kube's client, ~5 ms with `TCP_NODELAY`. HTTP/2 multiplexes every
 /// request, watches included, over one connection.
 ///
+/// Every try of a request takes a token from `throttle`, retries included, as in client-go
+/// (`Request.request` throttles before each try): when an API server sheds load with 429 and
+/// `Retry-After: 1`, the rejected part of a burst then comes back spread at the client's QPS
+/// instead of all at once a second later, to be rejected together again.
+///
 /// Like client-go, it pings an HTTP/2 connection that has been silent for
 /// [`KEEPALIVE_INTERVAL`] and drops it if no answer comes within [`KEEPALIVE_TIMEOUT`]: without
 /// that, a connection whose packets vanish (a partition, a dead peer) looks like an idle watch
@@ -67,6 +74,7 @@ type KubeService = tower::util::BoxService<
 /// fails at once, and `reachability` records it.
 fn http2_client_builder(
     config: kube::Config,
+    throttle: &ThrottleLayer,
     reachability: &Reachability,
 ) -> Result<kube::client::ClientBuilder<KubeService>, kube::Error> {
     use hyper_util::client::legacy::connect::HttpConnector;
@@ -99,6 +107,7 @@ fn http2_client_builder(
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(retry)
+        .layer(throttle)
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .map_err(BoxError::from)
@@ -219,6 +228,34 @@ mod tests {
         assert_eq!(version.git_version, "v1.37.2");
         assert!(server.join().unwrap().starts_with("GET /version"));
         assert_eq!(stats.snapshot(), RequestCounts { requests: 1, ..RequestCounts::default() });
+    }
+
+    #[tokio::test]
+    async fn every_try_of_a_request_retried_after_429_takes_a_token_as_in_client_go() {
+        // Answers 429 with `Retry-After: 0` twice, then the version.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for answer in 0..3 {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).unwrap();
+                let body = r#"{"major":"1","minor":"37","gitVersion":"v1.37.2","gitCommit":"","gitTreeState":"","buildDate":"","goVersion":"","compiler":"","platform":""}"#;
+                let (status, extra, body) =
+                    if answer < 2 { ("429 Too Many Requests", "retry-after: 0\r\n", "") } else { ("200 OK", "", body) };
+                write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\n{extra}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let (client, stats) = build_client(config, 20.0, 30).unwrap();
+        assert_eq!(client.apiserver_version().await.unwrap().git_version, "v1.37.2");
+        server.join().unwrap();
+        assert_eq!(stats.snapshot().requests, 3, "each of the three tries took a token");
     }
 
     #[tokio::test]

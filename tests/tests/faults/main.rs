@@ -1,6 +1,7 @@
-//! Faults on purpose: a partition of the host's only replica, an expired watch, a stalled pod
-//! watch past the expectations TTL (and kube-controller-manager in the same spot), split brain
-//! between two replicas, and a two-minute soak on a live cluster.
+//! Faults on purpose: latency and connection resets, an API server shedding load, a partition of
+//! the host's only replica, an expired watch, a stalled pod watch past the expectations TTL (and
+//! kube-controller-manager in the same spot), split brain between two replicas, and a two-minute
+//! soak on a live cluster.
 //!
 //! Each scenario starts a private control plane (its API server flags differ), toxiproxy and the
 //! host binary (`host-process`) as the deployed ServiceAccount, reaching the API server only
@@ -15,6 +16,8 @@
 
 mod beside;
 mod expiry;
+mod latency;
+mod overload;
 mod partition;
 mod soak;
 mod split_brain;
