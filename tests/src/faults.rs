@@ -235,16 +235,22 @@ pub async fn create_decoys(ns: &TestNamespace, invariants: &Invariants, selectin
     Ok(names)
 }
 
+/// From the audit log: the pod requests of host replica `name` with `verb`, whatever their
+/// answer.
+pub fn host_pod_requests(cluster: &FaultCluster, name: &str, verb: &str) -> Result<Vec<AuditEvent>> {
+    let agent = format!(" {name}_");
+    Ok(cluster
+        .audit()?
+        .into_iter()
+        .filter(|e| e.user_agent.contains(&agent) && e.verb == verb && e.target() == "pods")
+        .collect())
+}
+
 /// From the audit log: every pod host replica `name` deleted was controlled by a ReplicaSet of
 /// the namespace when it went; returns how many it deleted.
 pub fn check_host_deletes(cluster: &FaultCluster, invariants: &Invariants, name: &str) -> Result<usize> {
-    let agent = format!(" {name}_");
     let mut deleted = 0;
-    for delete in cluster
-        .audit()?
-        .iter()
-        .filter(|e| e.user_agent.contains(&agent) && e.verb == "delete" && e.target() == "pods" && e.succeeded())
-    {
+    for delete in host_pod_requests(cluster, name, "delete")?.iter().filter(|e| e.succeeded()) {
         let pod = delete.name.as_deref().unwrap_or_default();
         let owner = invariants.last_owner(pod);
         anyhow::ensure!(
@@ -254,15 +260,4 @@ pub fn check_host_deletes(cluster: &FaultCluster, invariants: &Invariants, name:
         deleted += 1;
     }
     Ok(deleted)
-}
-
-/// From the audit log: how many pods host replica `name` created (requests the API server
-/// accepted, whether or not their answer reached the host).
-pub fn check_host_creates(cluster: &FaultCluster, name: &str) -> Result<usize> {
-    let agent = format!(" {name}_");
-    Ok(cluster
-        .audit()?
-        .iter()
-        .filter(|e| e.user_agent.contains(&agent) && e.verb == "create" && e.target() == "pods" && e.succeeded())
-        .count())
 }

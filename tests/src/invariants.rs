@@ -42,6 +42,8 @@ struct PodFacts {
     owner: Option<String>,
     active: bool,
     ready: bool,
+    /// A deletion timestamp is set.
+    terminating: bool,
 }
 
 #[derive(Debug, Default)]
@@ -154,6 +156,16 @@ impl Invariants {
     /// The last controller (UID) pod `name` had, even after it is gone.
     pub fn last_owner(&self, name: &str) -> Option<String> {
         self.lock().last_owner.get(name).cloned()
+    }
+
+    /// Pods once controlled by a ReplicaSet that are gone now or being deleted.
+    ///
+    /// A pod the API server has marked for deletion stays so on a bare cluster if its delete
+    /// request was cut off between marking and removal (an unscheduled pod is marked with grace
+    /// period 0, then removed in the same request); kube-controller-manager's pod garbage
+    /// collector, which would remove it, does not run there.
+    pub fn departed(&self) -> Vec<String> {
+        self.lock().departed()
     }
 
     /// Whether `uid` is a ReplicaSet the watch has seen.
@@ -346,6 +358,11 @@ impl State {
         }
     }
 
+    fn departed(&self) -> Vec<String> {
+        let present = |p: &String| self.pods.get(p).is_some_and(|facts| !facts.terminating);
+        self.last_owner.keys().filter(|p| !present(p)).cloned().collect()
+    }
+
     fn active_of(&self, owner: &str) -> usize {
         self.pods.values().filter(|p| p.active && p.owner.as_deref() == Some(owner)).count()
     }
@@ -400,7 +417,7 @@ fn facts_of(pod: &Pod) -> PodFacts {
     let ready = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    PodFacts { owner, active, ready }
+    PodFacts { owner, active, ready, terminating: pod.metadata.deletion_timestamp.is_some() }
 }
 
 #[cfg(test)]
@@ -474,6 +491,24 @@ mod tests {
         s.apply(Change::Pod(watcher::Event::InitDone), later);
         assert_eq!(s.violations.len(), 1, "{:?}", s.violations);
         assert!(s.violations[0].contains("made 3 active pods, over spec 2"), "{:?}", s.violations);
+    }
+
+    #[test]
+    fn a_pod_departs_when_it_is_gone_or_marked_for_deletion() {
+        let t0 = Instant::now();
+        let mut s = State::default();
+        s.apply(Change::Rs(watcher::Event::Apply(rs("u", 2))), t0);
+        for name in ["a", "b", "c"] {
+            s.apply(Change::Pod(watcher::Event::Apply(pod(name, "u"))), t0);
+        }
+        s.apply(Change::Pod(watcher::Event::Delete(pod("a", "u"))), t0);
+        let mut marked = pod("b", "u");
+        marked.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
+        s.apply(Change::Pod(watcher::Event::Apply(marked)), t0);
+        let mut departed = s.departed();
+        departed.sort();
+        assert_eq!(departed, ["a", "b"]);
     }
 
     #[test]
