@@ -512,6 +512,24 @@ mod tests {
         assert_eq!(*l.last_error.lock().unwrap(), None);
         assert_eq!(l.stats.counts().2, 2);
     }
+
+    #[test]
+    fn a_watch_counts_as_interrupted_until_its_next_event_and_for_the_catch_up_window_after_a_failure() {
+        let informer = Informer::<ConfigMap>::detached();
+        assert!(!informer.watch_interrupted());
+        let failed = |ago: Duration| {
+            informer.interrupted.store(true, Ordering::Release);
+            *informer.last_failure.lock().unwrap() = Some(Instant::now().checked_sub(ago).unwrap());
+        };
+        failed(Duration::ZERO);
+        assert!(informer.watch_interrupted(), "failed, no event since");
+        // The next event clears the flag (the event loop does), the window stays.
+        informer.interrupted.store(false, Ordering::Release);
+        assert!(informer.watch_interrupted(), "a resumed watch may still be replaying");
+        failed(CATCH_UP + Duration::from_secs(1));
+        informer.interrupted.store(false, Ordering::Release);
+        assert!(!informer.watch_interrupted(), "events again and the last failure past the window");
+    }
 }
 
 #[cfg(test)]

@@ -86,9 +86,6 @@ fn parse_size(text: &str) -> Result<(usize, i32), String> {
         text.split_once(['x', '×']).ok_or_else(|| format!("{text:?} is not REPLICASETSxPODS (e.g. 5000x20)"))?;
     let rs: usize = rs.trim().parse().map_err(|e| format!("ReplicaSets in {text:?}: {e}"))?;
     let per: i32 = per.trim().parse().map_err(|e| format!("pods per ReplicaSet in {text:?}: {e}"))?;
-    if rs == 0 || per < 2 {
-        return Err(format!("{text:?}: the scale tier needs at least 1 ReplicaSet of at least 2 pods"));
-    }
     Ok((rs, per))
 }
 
@@ -468,4 +465,18 @@ pub async fn main(options: Options) -> Result<()> {
     }
     progress("done");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scale_size_is_replica_sets_times_pods_and_bad_input_names_what_is_wrong() {
+        assert_eq!(parse_size("5000x20"), Ok((5000, 20)));
+        assert_eq!(parse_size("10 × 3"), Ok((10, 3)));
+        assert!(parse_size("5000").unwrap_err().contains("is not REPLICASETSxPODS"));
+        assert!(parse_size("ax20").unwrap_err().starts_with("ReplicaSets in \"ax20\""));
+        assert!(parse_size("5x-").unwrap_err().starts_with("pods per ReplicaSet in \"5x-\""));
+    }
 }

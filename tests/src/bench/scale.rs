@@ -55,6 +55,7 @@ impl ScalePlane {
     /// Starts a control plane sized by [`APISERVER_FLAGS`] and [`ETCD_FLAGS`] and fills it with
     /// `rs × per_rs` pods.
     pub async fn prepare(rs: usize, per_rs: i32) -> Result<Self> {
+        ensure!(rs >= 1, "the scale tier needs at least 1 ReplicaSet, got {rs}");
         ensure!(per_rs >= 2, "the scale tier needs at least 2 pods per ReplicaSet (it scales one away), got {per_rs}");
         let options = ControlPlaneOptions {
             extra_apiserver_args: APISERVER_FLAGS.map(String::from).to_vec(),
